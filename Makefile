@@ -1,0 +1,59 @@
+# recsys — run `make help` for the list of targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+UV := $(VENV)/bin/uv
+RECSYS := $(VENV)/bin/recsys
+UV_VERSION := 0.13.8
+
+# `make demo` knobs: synthetic data scale (1 = full RetailRocket size) and seed
+SCALE ?= 0.05
+SEED ?= 42
+DATA_DIR ?= var/demo/raw
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: help install demo test lint format typecheck lock mlflow-ui clean
+
+help: ## Show this help
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
+
+$(VENV)/.installed: requirements.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+	$(UV) pip install --python $(PY) -r requirements.txt
+	$(UV) pip install --python $(PY) --no-deps -e .
+	touch $@
+
+install: $(VENV)/.installed ## Create .venv and install pinned dependencies + the package
+
+demo: install ## Synthetic data -> event store -> profile (SCALE=$(SCALE), SEED=$(SEED))
+	$(RECSYS) data synth --out $(DATA_DIR) --scale $(SCALE) --seed $(SEED)
+	$(RECSYS) data import $(DATA_DIR)
+	$(RECSYS) data profile $(DATA_DIR) --json var/demo/profile.json
+
+test: install ## Run the whole test suite (needs PostgreSQL on 127.0.0.1:5432)
+	$(PY) -m pytest
+
+lint: install ## ruff lint + format check
+	$(VENV)/bin/ruff check src tests fastapi_service benchmarks
+	$(VENV)/bin/ruff format --check src tests fastapi_service benchmarks
+
+format: install ## Apply ruff fixes and formatting
+	$(VENV)/bin/ruff check --fix src tests fastapi_service benchmarks
+	$(VENV)/bin/ruff format src tests fastapi_service benchmarks
+
+typecheck: install ## mypy on src/ and fastapi_service/
+	$(VENV)/bin/mypy
+
+lock: ## Re-pin requirements.txt from requirements.in
+	$(UV) pip compile requirements.in --python-version 3.11 -o requirements.txt
+
+mlflow-ui: install ## MLflow UI on 127.0.0.1:5000 over the local store
+	$(VENV)/bin/mlflow ui --host 127.0.0.1 --port 5000 --backend-store-uri sqlite:///var/mlflow.db
+
+clean: ## Remove local state (var/) and the virtualenv
+	rm -rf var $(VENV)

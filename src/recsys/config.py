@@ -1,0 +1,52 @@
+"""Settings of the library and its CLI (environment prefix ``RECSYS_``).
+
+Importing this module creates no folders and opens no connections; paths are
+resolved relative to the working directory when used.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: name of the registered model and of the alias the service serves
+MODEL_NAME = "recsys-lightfm"
+CHAMPION_ALIAS = "champion"
+CHALLENGER_ALIAS = "challenger"
+
+
+class Settings(BaseSettings):
+    """Library settings; every field can be set as ``RECSYS_<FIELD>``."""
+
+    model_config = SettingsConfigDict(env_prefix="RECSYS_", extra="ignore")
+
+    var_dir: Path = Field(Path("var"), description="Folder for local state (store, MLflow, caches).")
+    data_dir: Path = Field(Path("data/raw"), description="Folder with the RetailRocket CSV files.")
+    db_url: str | None = Field(
+        None, description="SQLAlchemy URL of the event store; default: SQLite file under var_dir."
+    )
+    mlflow_tracking_uri: str | None = Field(
+        None, description="MLflow tracking URI; default: SQLite store under var_dir."
+    )
+    mlflow_artifact_root: str | None = Field(
+        None, description="Artifact root for new experiments; default: var_dir/mlartifacts."
+    )
+    experiment_name: str = "recsys"
+    model_name: str = MODEL_NAME
+
+    @property
+    def resolved_db_url(self) -> str:
+        """The event store URL, falling back to ``sqlite:///<var_dir>/events.db``."""
+        return self.db_url or f"sqlite:///{self.var_dir / 'events.db'}"
+
+    @property
+    def resolved_tracking_uri(self) -> str:
+        """The tracking URI, falling back to ``sqlite:///<var_dir>/mlflow.db``."""
+        return self.mlflow_tracking_uri or f"sqlite:///{self.var_dir / 'mlflow.db'}"
+
+    @property
+    def resolved_artifact_root(self) -> str:
+        """Where new experiments keep artifacts."""
+        return self.mlflow_artifact_root or (self.var_dir / "mlartifacts").resolve().as_uri()

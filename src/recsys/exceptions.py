@@ -1,0 +1,43 @@
+"""Exceptions with messages that name what is wrong and where."""
+
+from __future__ import annotations
+
+
+class RecsysError(Exception):
+    """Base class of every error this package raises on purpose."""
+
+
+class DataValidationError(RecsysError):
+    """A data file is missing, unreadable or breaks the RetailRocket contract.
+
+    The message names the file and, where known, the 1-based line (counting the
+    header as line 1) and the column.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        file: str | None = None,
+        line: int | None = None,
+        column: str | None = None,
+    ) -> None:
+        self.file, self.line, self.column, self.reason = file, line, column, message
+        where = ", ".join(
+            part
+            for part in (
+                file,
+                f"line {line}" if line is not None else None,
+                f"column {column!r}" if column is not None else None,
+            )
+            if part
+        )
+        super().__init__(f"{where}: {message}" if where else message)
+
+
+class ConfigurationError(RecsysError):
+    """A setting or parameter has an invalid value."""
+
+
+class ModelNotFoundError(RecsysError):
+    """No model could be resolved from the registry or a local path."""
