@@ -12,6 +12,7 @@ UV_VERSION := 0.13.8
 # `make demo` knobs: synthetic data scale (1 = full RetailRocket size) and seed
 SCALE ?= 0.05
 SEED ?= 42
+TRIALS ?= 3
 DATA_DIR ?= var/demo/raw
 HOST ?= 127.0.0.1
 PORT ?= 8000
@@ -30,10 +31,16 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 
 install: $(VENV)/.installed ## Create .venv and install pinned dependencies + the package
 
-demo: install ## Synthetic data -> event store -> profile (SCALE=$(SCALE), SEED=$(SEED))
+demo: install ## Synthetic data -> store -> train + register champion -> service on $(HOST):$(PORT)
 	$(RECSYS) data synth --out $(DATA_DIR) --scale $(SCALE) --seed $(SEED)
 	$(RECSYS) data import $(DATA_DIR)
 	$(RECSYS) data profile $(DATA_DIR) --json var/demo/profile.json
+	$(RECSYS) train --data-dir $(DATA_DIR) --db sqlite:///var/events.db --trials $(TRIALS)
+	@$(RECSYS) serve --host $(HOST) --port $(PORT) & pid=$$!; trap "kill $$pid 2>/dev/null" EXIT INT TERM; \
+	for _ in $$(seq 120); do curl -sf http://$(HOST):$(PORT)/health/ready >/dev/null && break; sleep 0.5; done; \
+	user=$$($(PY) -c "import pandas as p; e=p.read_csv('$(DATA_DIR)/events.csv'); print(e.visitorid.value_counts().index[0])"); \
+	echo "GET /recommendations?user_id=$$user"; curl -s "http://$(HOST):$(PORT)/recommendations?user_id=$$user"; echo; \
+	echo "Service answering on http://$(HOST):$(PORT) (docs at /docs). Ctrl-C to stop."; wait $$pid
 
 test: install ## Run the whole test suite (needs PostgreSQL on 127.0.0.1:5432)
 	$(PY) -m pytest

@@ -1,0 +1,108 @@
+"""Settings of the recommendation service (environment prefix ``RECSYS_``).
+
+Reading settings touches no file, folder or network; the service creates its cache
+folder and opens the event store only when it starts.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from recsys.config import CHAMPION_ALIAS, MODEL_NAME
+
+DEFAULT_MODEL_URI = f"models:/{MODEL_NAME}@{CHAMPION_ALIAS}"
+
+
+class ServiceSettings(BaseSettings):
+    """Every field can be set as ``RECSYS_<FIELD>`` (e.g. ``RECSYS_MODEL_URI``)."""
+
+    model_config = SettingsConfigDict(env_prefix="RECSYS_", extra="ignore", populate_by_name=True)
+
+    # model
+    model_uri: str = Field(
+        default=DEFAULT_MODEL_URI,
+        description="models:/NAME@ALIAS, models:/NAME/VERSION or a local bundle folder.",
+    )
+    tracking_uri: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices(
+            "tracking_uri", "RECSYS_TRACKING_URI", "RECSYS_MLFLOW_TRACKING_URI"
+        ),
+        description="MLflow tracking URI; default: MLflow's own (MLFLOW_TRACKING_URI).",
+    )
+    cache_dir: Path = Field(
+        default=Path("var/model-cache"),
+        description="Downloaded bundles (<cache_dir>/<model>-v<version>/) and the LATEST pointer.",
+    )
+    policy: str | None = Field(
+        default=None,
+        description="Serving policy; default: the policy recorded in the bundle metadata.",
+    )
+    candidates: int | None = Field(
+        default=None,
+        ge=1,
+        description="Candidate set size passed to the Recommender (None = its default).",
+    )
+    poll_interval_s: float = Field(
+        default=30.0, ge=0, description="Seconds between alias polls; 0 disables polling."
+    )
+    admin_token: SecretStr | None = Field(
+        default=None, description="Bearer token of POST /admin/reload; unset disables the endpoint."
+    )
+
+    # events
+    db_url: str = Field(
+        default="sqlite:///var/events.db", description="SQLAlchemy URL of the event store."
+    )
+    max_batch: int = Field(
+        default=1000, ge=1, description="Most events accepted by one POST /events."
+    )
+    history_visitors: int = Field(
+        default=100_000, ge=1, description="Visitors whose posted events are kept in memory (LRU)."
+    )
+    history_items: int = Field(default=50, ge=1, description="Recent items kept per visitor.")
+    exposure_flush_s: float = Field(
+        default=1.0, gt=0, description="Seconds between writes of buffered exposures to the store."
+    )
+    exposure_buffer: int = Field(
+        default=100_000,
+        ge=1,
+        description="Most exposures buffered in memory; older ones are dropped.",
+    )
+    experiment: str = Field(
+        default="default", description="Experiment name written with exposures."
+    )
+
+    # server
+    host: str = Field(
+        default="127.0.0.1", description="Interface uvicorn binds (0.0.0.0 in the image)."
+    )
+    port: int = Field(default=8000, ge=1, le=65535)
+    workers: int = Field(
+        default=1,
+        ge=1,
+        description="uvicorn worker processes (metrics and history are per process).",
+    )
+    log_level: str = Field(default="info", description="Log level of the service and uvicorn.")
+    access_log: bool = Field(
+        default=False, description="uvicorn access log (off: it costs throughput)."
+    )
+
+    @field_validator("admin_token", mode="before")
+    @classmethod
+    def _empty_token_is_unset(cls, value: object) -> object:
+        # compose passes `${RECSYS_ADMIN_TOKEN:-}` as an empty string when the secret is absent
+        return None if value in ("", None) else value
+
+    @field_validator("tracking_uri", "policy", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @property
+    def max_body_bytes(self) -> int:
+        """Largest POST body accepted before parsing (about 1 KiB per event)."""
+        return 1024 * (self.max_batch + 1)

@@ -1,0 +1,175 @@
+"""In-memory state of the service: the served model, online histories, buffered exposures.
+
+The served model is one immutable :class:`LoadedModel`; swapping it is a single attribute
+assignment (atomic in CPython), and a request that already read ``state.current`` keeps
+using its model until it finishes, so a reload never breaks a request in flight.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict, deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from recsys import columns as C
+
+if TYPE_CHECKING:
+    from recsys.bundle import Bundle
+    from recsys.serving import Recommendation, Recommender
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A bundle ready to serve, with where it came from."""
+
+    bundle: Bundle
+    recommender: Recommender
+    version: str
+    uri: str
+    path: Path
+    source: str  # "registry", "cache" or "local"
+    policy: str
+    loaded_at: float = field(default_factory=time.time)
+    #: answers for visitors the model does not know and who posted no events, by k: they
+    #: depend on nothing but the bundle, and most traffic is such one-off visitors
+    cold_answers: dict[int, Recommendation] = field(default_factory=dict, compare=False)
+
+    def is_warm(self, user_id: int) -> bool:
+        """Whether the model knows ``user_id``."""
+        ids = self.bundle.user_ids
+        pos = int(ids.searchsorted(user_id))
+        return pos < len(ids) and int(ids[pos]) == user_id
+
+    def recommend(
+        self, user_id: int, k: int, session_items: tuple[int, ...], session_bought: tuple[int, ...]
+    ) -> Recommendation:
+        """:meth:`Recommender.recommend`, with the cold-visitor answers memoised."""
+        if session_items or session_bought or self.is_warm(user_id):
+            return self.recommender.recommend(user_id, k, session_items, session_bought)
+        answer = self.cold_answers.get(k)
+        if answer is None:
+            answer = self.cold_answers[k] = self.recommender.recommend(user_id, k)
+        return answer
+
+
+class ModelState:
+    """Holder of the served model and of the registry status shown by /health/ready."""
+
+    def __init__(self) -> None:
+        self.current: LoadedModel | None = None
+        self.registry_reachable: bool = True
+        self.last_error: str | None = None
+        #: registry version whose load failed; polling does not retry it until the alias moves
+        self.failed_version: str | None = None
+
+    def swap(self, model: LoadedModel) -> LoadedModel | None:
+        """Serve ``model`` from now on; return the model served before."""
+        previous, self.current = self.current, model
+        self.failed_version = None
+        self.last_error = None
+        return previous
+
+
+@dataclass
+class _Visitor:
+    items: list[int] = field(default_factory=list)  # viewed or carted, most recent first
+    bought: list[int] = field(default_factory=list)
+
+
+class OnlineHistory:
+    """Recent items of visitors who posted events: a bounded LRU map, safe across threads.
+
+    Parameters
+    ----------
+    max_visitors
+        Visitors kept; the least recently active one is forgotten first.
+    max_items
+        Recent viewed/carted items kept per visitor (purchases keep four times as many,
+        since a bought item must never be recommended again).
+    """
+
+    def __init__(self, max_visitors: int, max_items: int) -> None:
+        self.max_visitors = max_visitors
+        self.max_items = max_items
+        self._visitors: OrderedDict[int, _Visitor] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._visitors)
+
+    def add(self, events: Iterable[tuple[int, int, int, str]]) -> None:
+        """Apply ``(timestamp, visitorid, itemid, event)`` tuples in time order."""
+        with self._lock:
+            for _, visitor_id, item_id, event in sorted(events, key=lambda e: e[0]):
+                visitor = self._visitors.get(visitor_id)
+                if visitor is None:
+                    visitor = self._visitors[visitor_id] = _Visitor()
+                else:
+                    self._visitors.move_to_end(visitor_id)
+                if event == C.PURCHASE:
+                    _push_front(visitor.bought, item_id, 4 * self.max_items)
+                else:
+                    _push_front(visitor.items, item_id, self.max_items)
+            while len(self._visitors) > self.max_visitors:
+                self._visitors.popitem(last=False)
+
+    def get(self, visitor_id: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """``(recent items, bought items)`` of a visitor; empty tuples when unknown.
+
+        Recent items come oldest first (the order the events happened), as
+        :meth:`recsys.serving.Recommender.recommend` takes ``session_items``.
+        """
+        if visitor_id not in self._visitors:  # the common case needs no lock
+            return (), ()
+        with self._lock:
+            visitor = self._visitors.get(visitor_id)
+            if visitor is None:
+                return (), ()
+            self._visitors.move_to_end(visitor_id)
+            return tuple(reversed(visitor.items)), tuple(visitor.bought)
+
+
+def _push_front(items: list[int], item_id: int, cap: int) -> None:
+    if item_id in items:
+        items.remove(item_id)
+    items.insert(0, item_id)
+    del items[cap:]
+
+
+#: columns of an exposure row, in the order :class:`ExposureBuffer` stores them
+EXPOSURE_COLUMNS = (
+    C.REQUEST_ID,
+    C.TIMESTAMP,
+    C.VISITOR,
+    C.EXPERIMENT,
+    C.VARIANT,
+    C.MODEL_VERSION,
+    C.ITEM_IDS,
+)
+
+
+class ExposureBuffer:
+    """Exposures waiting to be written to the store in one batch (bounded, thread-safe)."""
+
+    def __init__(self, capacity: int) -> None:
+        self._rows: deque[tuple] = deque(maxlen=capacity)
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def add(self, row: tuple) -> bool:
+        """Buffer one row (see :data:`EXPOSURE_COLUMNS`); True if the oldest was dropped."""
+        full = len(self._rows) == self._rows.maxlen
+        self._rows.append(row)
+        return full
+
+    def drain(self) -> list[tuple]:
+        """Take every buffered row."""
+        rows = []
+        while self._rows:
+            rows.append(self._rows.popleft())
+        return rows

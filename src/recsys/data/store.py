@@ -1,0 +1,454 @@
+"""Event store: the RetailRocket events and the served exposures in a SQL database.
+
+One SQLAlchemy Core schema for SQLite (default, a local file) and PostgreSQL (psycopg 3).
+Importing the same events twice stores them once: a unique index over
+``(timestamp, visitorid, event, itemid, COALESCE(transactionid, -1))`` — the ``-1`` lives
+only inside the index expression (ids are never negative), the column itself stays NULL —
+and every insert skips conflicting rows (``ON CONFLICT DO NOTHING``). PostgreSQL bulk
+loads go through ``COPY`` into a temporary table; SQLite uses chunked ``executemany`` in
+one transaction.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Column,
+    Connection,
+    Engine,
+    Index,
+    Integer,
+    MetaData,
+    Select,
+    String,
+    Table,
+    Text,
+    case,
+    create_engine,
+    func,
+    select,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
+
+from recsys import columns as C
+from recsys.data.load import MAX_TIMESTAMP_MS, MIN_TIMESTAMP_MS, build_events_frame, load_events
+from recsys.exceptions import DataValidationError
+
+log = logging.getLogger(__name__)
+
+_CHUNK = 100_000
+#: length of request ids and of the experiment / variant / model version names
+_TEXT_LENGTH = 64
+_SQLITE_REBUILD_ROWS = 200_000
+_ID = BigInteger().with_variant(Integer, "sqlite")  # SQLite autoincrements INTEGER keys only
+_EVENT_LIST = ", ".join(f"'{e}'" for e in C.EVENT_TYPES)
+EXPOSURE_COLUMNS = (
+    C.REQUEST_ID,
+    C.TIMESTAMP,
+    C.VISITOR,
+    C.EXPERIMENT,
+    C.VARIANT,
+    C.MODEL_VERSION,
+    C.ITEM_IDS,
+)
+_EVENT_INSERT_COLUMNS = (*C.EVENTS_COLUMNS, C.REQUEST_ID)
+
+metadata = MetaData()
+
+events_table = Table(
+    "events",
+    metadata,
+    Column("id", _ID, primary_key=True, autoincrement=True),
+    Column(C.TIMESTAMP, BigInteger, nullable=False),
+    Column(C.VISITOR, BigInteger, nullable=False),
+    Column(C.EVENT, String(16), nullable=False),
+    Column(C.ITEM, BigInteger, nullable=False),
+    Column(C.TRANSACTION, BigInteger, nullable=True),
+    Column(C.REQUEST_ID, String(_TEXT_LENGTH), nullable=True),
+    CheckConstraint(f"{C.EVENT} IN ({_EVENT_LIST})", name="ck_events_event"),
+    CheckConstraint(
+        f"({C.EVENT} = '{C.PURCHASE}') = ({C.TRANSACTION} IS NOT NULL)",
+        name="ck_events_transaction",
+    ),
+)
+# Leads with timestamp, so it also serves time-window reads (no separate timestamp index).
+Index(
+    "uq_events_natural",
+    events_table.c[C.TIMESTAMP],
+    events_table.c[C.VISITOR],
+    events_table.c[C.EVENT],
+    events_table.c[C.ITEM],
+    func.coalesce(events_table.c[C.TRANSACTION], -1),
+    unique=True,
+)
+_VISITOR_INDEX = Index("ix_events_visitorid", events_table.c[C.VISITOR])
+
+exposures_table = Table(
+    "exposures",
+    metadata,
+    Column("id", _ID, primary_key=True, autoincrement=True),
+    Column(C.REQUEST_ID, String(_TEXT_LENGTH), nullable=False, unique=True),
+    Column(C.TIMESTAMP, BigInteger, nullable=False),
+    Column(C.VISITOR, BigInteger, nullable=False),
+    Column(C.EXPERIMENT, String(_TEXT_LENGTH), nullable=False),
+    Column(C.VARIANT, String(_TEXT_LENGTH), nullable=False),
+    Column(C.MODEL_VERSION, String(_TEXT_LENGTH), nullable=False),
+    Column(C.ITEM_IDS, Text, nullable=False),
+    Index("ix_exposures_timestamp", C.TIMESTAMP),
+    Index("ix_exposures_visitorid", C.VISITOR),
+)
+
+
+def _bad(mask: np.ndarray | pd.Series, column: str, reason: str) -> None:
+    mask = np.asarray(mask, bool)
+    if mask.any():
+        first = int(np.argmax(mask))
+        raise DataValidationError(
+            f"row {first}: {reason} ({int(mask.sum())} row(s) fail this check)", column=column
+        )
+
+
+def _int_column(df: pd.DataFrame, name: str, *, nullable: bool = False) -> np.ndarray:
+    """int64 values of ``df[name]`` (``-1`` for missing where allowed); no lossy casts."""
+    try:
+        values = pd.array(df[name], dtype="Int64")
+    except (TypeError, ValueError) as exc:
+        raise DataValidationError(f"not integers: {exc}", column=name) from exc
+    missing = np.asarray(values.isna(), bool)
+    if not nullable:
+        _bad(missing, name, "missing value")
+    filled = np.asarray(values.fillna(-1), np.int64)
+    _bad(~missing & (filled < 0), name, "negative id")
+    return filled
+
+
+def _check_length(values: pd.Series, column: str, limit: int = _TEXT_LENGTH) -> None:
+    _bad(values.str.len().fillna(0).to_numpy() > limit, column, f"longer than {limit} characters")
+
+
+def _validated_events(df: pd.DataFrame) -> pd.DataFrame:
+    """Check a service-posted batch against the events contract; return insert columns."""
+    for name in C.EVENTS_COLUMNS:
+        if name not in df.columns:
+            raise DataValidationError("missing column", column=name)
+    ts = _int_column(df, C.TIMESTAMP)
+    _bad((ts < MIN_TIMESTAMP_MS) | (ts >= MAX_TIMESTAMP_MS), C.TIMESTAMP, "out of range")
+    event = df[C.EVENT].astype(object).to_numpy()
+    _bad(~np.isin(event, C.EVENT_TYPES), C.EVENT, "unknown event type")
+    tx = _int_column(df, C.TRANSACTION, nullable=True)
+    purchase = event == C.PURCHASE
+    _bad(~purchase & (tx >= 0), C.TRANSACTION, "transactionid on a non-transaction event")
+    _bad(purchase & (tx < 0), C.TRANSACTION, "transaction event without transactionid")
+    request = np.full(len(df), None, dtype=object)
+    if C.REQUEST_ID in df.columns:
+        raw = df[C.REQUEST_ID].astype(object).to_numpy()
+        present = ~pd.isna(raw)
+        present[present] = raw[present] != ""  # an empty request id means none
+        request[present] = raw[present].astype(str)
+        _check_length(pd.Series(request, dtype=object), C.REQUEST_ID)
+    return pd.DataFrame(
+        {
+            C.TIMESTAMP: ts,
+            C.VISITOR: _int_column(df, C.VISITOR),
+            C.EVENT: event.astype(str),
+            C.ITEM: _int_column(df, C.ITEM),
+            C.TRANSACTION: pd.arrays.IntegerArray(np.maximum(tx, 0), tx < 0),
+            C.REQUEST_ID: request,
+        }
+    )
+
+
+def _nullable(values: pd.Series) -> list[Any]:
+    """Python values with None for missing ones (what DBAPI drivers bind as NULL)."""
+    return values.astype(object).where(values.notna(), None).tolist()
+
+
+def _item_text(ids: Any) -> str:
+    """One exposure's item ids (a sequence, or comma-separated text) as canonical text."""
+    parts = ids.split(",") if isinstance(ids, str) else ids
+    try:
+        return ",".join(str(int(i)) for i in parts if not (isinstance(i, str) and i == ""))
+    except (TypeError, ValueError) as exc:
+        raise DataValidationError(f"not a list of item ids: {ids!r}", column=C.ITEM_IDS) from exc
+
+
+class EventStore:
+    """Events and exposures in a SQL database (SQLite or PostgreSQL).
+
+    Parameters
+    ----------
+    url : str
+        SQLAlchemy URL, e.g. ``sqlite:///var/events.db`` or
+        ``postgresql+psycopg://user@host:5432/db`` (plain ``postgresql://`` is taken
+        to mean psycopg 3). Constructing the store neither connects nor creates files;
+        the first operation creates the schema when it is missing.
+    """
+
+    def __init__(self, url: str) -> None:
+        parsed = make_url(url)
+        if parsed.drivername == "postgresql":
+            parsed = parsed.set(drivername="postgresql+psycopg")
+        self.url = parsed
+        self.dialect = parsed.get_backend_name()
+        if self.dialect not in ("sqlite", "postgresql"):
+            raise ValueError(f"unsupported database {self.dialect!r}: use SQLite or PostgreSQL")
+        connect_args = {"timeout": 30} if self.dialect == "sqlite" else {}
+        self.engine: Engine = create_engine(parsed, connect_args=connect_args)
+        self._schema_ready = False
+
+    def __repr__(self) -> str:
+        return f"EventStore({self.url.render_as_string(hide_password=True)!r})"
+
+    # ------------------------------------------------------------------ schema
+
+    def create_schema(self) -> None:
+        """Create the tables and indexes if missing (and the SQLite file's folder)."""
+        if self.dialect == "sqlite" and self.url.database not in (None, "", ":memory:"):
+            Path(self.url.database).parent.mkdir(parents=True, exist_ok=True)
+        metadata.create_all(self.engine)
+        if self.dialect == "sqlite" and self.url.database not in (None, "", ":memory:"):
+            # readers (the service) keep working while an import writes
+            with self.engine.connect() as conn:
+                conn.exec_driver_sql("PRAGMA journal_mode=WAL")
+        self._schema_ready = True
+
+    def _ensure_schema(self) -> None:
+        if not self._schema_ready:
+            self.create_schema()
+
+    def _fetch(self, query: Select[Any]) -> list[tuple[Any, ...]]:
+        """All rows of ``query`` as plain tuples.
+
+        Straight from the DBAPI cursor: SQLAlchemy ``Row`` objects cost microseconds each
+        in numpy/pandas constructors, seconds over millions of events. The queries only
+        bind integers, rendered as literals.
+        """
+        sql = str(
+            query.compile(dialect=self.engine.dialect, compile_kwargs={"literal_binds": True})
+        )
+        with self.engine.connect() as conn:
+            cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+            try:
+                cursor.execute(sql)
+                return list(cursor.fetchall())
+            finally:
+                cursor.close()
+
+    # ------------------------------------------------------------------ events
+
+    def import_folder(self, folder: str | Path) -> int:
+        """Validate ``folder/events.csv`` (see :func:`~recsys.data.load.load_events`) and store it.
+
+        Returns
+        -------
+        int
+            Number of events that were not stored yet.
+        """
+        path = Path(folder) / C.EVENTS_FILE
+        events = load_events(path)
+        # already validated by the loader: no second pass over millions of rows
+        added = self._insert_events(events[list(C.EVENTS_COLUMNS)].assign(**{C.REQUEST_ID: None}))
+        log.info("%s: %d events read, %d new in the store", path, len(events), added)
+        return added
+
+    def append_events(self, df: pd.DataFrame) -> int:
+        """Store events posted by the service.
+
+        Parameters
+        ----------
+        df : pd.DataFrame
+            The :func:`~recsys.data.load.load_events` columns (``datetime`` optional,
+            ignored) and optionally ``request_id``; ``transactionid`` exactly on
+            transaction rows.
+
+        Returns
+        -------
+        int
+            Number of new events (exact repeats of stored events are skipped).
+
+        Raises
+        ------
+        DataValidationError
+            A column is missing or a row breaks the events contract.
+        """
+        return self._insert_events(_validated_events(df))
+
+    def _insert_events(self, rows: pd.DataFrame) -> int:
+        self._ensure_schema()
+        if rows.empty:
+            return 0
+        with self.engine.begin() as conn:
+            if self.dialect == "postgresql":
+                return self._copy_events(conn, rows)
+            return self._executemany_events(conn, rows)
+
+    @staticmethod
+    def _executemany_events(conn: Connection, rows: pd.DataFrame) -> int:
+        raw = conn.connection.driver_connection
+        if not raw.in_transaction:  # type: ignore[union-attr]
+            # pysqlite opens transactions lazily, only before DML: without this the index
+            # drop below would commit on its own
+            raw.execute("BEGIN")  # type: ignore[union-attr]
+        # Random-order inserts into the visitorid index dominate big imports; dropping it
+        # and rebuilding it in the same transaction (readers see neither state, WAL) is
+        # several times faster from about this size on.
+        rebuild = len(rows) >= _SQLITE_REBUILD_ROWS
+        if rebuild:
+            _VISITOR_INDEX.drop(conn)
+        added = EventStore._executemany_rows(raw, rows)
+        if rebuild:
+            _VISITOR_INDEX.create(conn)
+        return added
+
+    @staticmethod
+    def _executemany_rows(raw: Any, rows: pd.DataFrame) -> int:
+        names = ", ".join(f'"{c}"' for c in _EVENT_INSERT_COLUMNS)
+        sql = (
+            f"INSERT INTO events ({names}) VALUES ({', '.join('?' * len(_EVENT_INSERT_COLUMNS))})"
+            " ON CONFLICT DO NOTHING"
+        )
+        columns = [
+            rows[C.TIMESTAMP].tolist(),
+            rows[C.VISITOR].tolist(),
+            rows[C.EVENT].tolist(),
+            rows[C.ITEM].tolist(),
+            *(_nullable(rows[name]) for name in (C.TRANSACTION, C.REQUEST_ID)),
+        ]
+        cursor = raw.cursor()
+        added = 0
+        try:
+            for start in range(0, len(rows), _CHUNK):
+                cursor.executemany(
+                    sql, zip(*(c[start : start + _CHUNK] for c in columns), strict=True)
+                )
+                added += max(cursor.rowcount, 0)
+        finally:
+            cursor.close()
+        return added
+
+    @staticmethod
+    def _copy_events(conn: Connection, rows: pd.DataFrame) -> int:
+        names = ", ".join(f'"{c}"' for c in _EVENT_INSERT_COLUMNS)
+        raw = conn.connection.driver_connection
+        with raw.cursor() as cur:  # type: ignore[union-attr]
+            cur.execute(
+                'CREATE TEMP TABLE events_stage ("timestamp" bigint, visitorid bigint,'
+                " event varchar(16), itemid bigint, transactionid bigint,"
+                " request_id varchar(64)) ON COMMIT DROP"
+            )
+            with cur.copy(f"COPY events_stage ({names}) FROM STDIN (FORMAT csv)") as copy:
+                for start in range(0, len(rows), _CHUNK):
+                    buffer = io.StringIO()
+                    # NA is written unquoted-empty, which CSV COPY reads as NULL
+                    rows.iloc[start : start + _CHUNK].to_csv(buffer, header=False, index=False)
+                    copy.write(buffer.getvalue())
+            cur.execute(
+                f"INSERT INTO events ({names}) SELECT {names} FROM events_stage"
+                " ON CONFLICT DO NOTHING"
+            )
+            return max(cur.rowcount, 0)
+
+    def read_events(self, start_ms: int | None = None, end_ms: int | None = None) -> pd.DataFrame:
+        """Events with ``start_ms <= timestamp < end_ms`` (None: unbounded).
+
+        Returns
+        -------
+        pd.DataFrame
+            Exactly the columns, dtypes and row order of
+            :func:`~recsys.data.load.load_events` (``request_id`` is not returned).
+        """
+        self._ensure_schema()
+        t = events_table.c
+        code = case(*((t[C.EVENT] == name, i) for i, name in enumerate(C.EVENT_TYPES)), else_=-1)
+        query = select(
+            t[C.TIMESTAMP], t[C.VISITOR], code, t[C.ITEM], func.coalesce(t[C.TRANSACTION], -1)
+        )
+        if start_ms is not None:
+            query = query.where(t[C.TIMESTAMP] >= int(start_ms))
+        if end_ms is not None:
+            query = query.where(t[C.TIMESTAMP] < int(end_ms))
+        data = np.array(self._fetch(query), dtype=np.int64).reshape(-1, 5)
+        return build_events_frame(*data.T)[0]
+
+    # ------------------------------------------------------------------ exposures
+
+    def log_exposures(self, df: pd.DataFrame) -> int:
+        """Store served recommendation lists (one row per request).
+
+        Parameters
+        ----------
+        df : pd.DataFrame
+            Columns request_id, timestamp, visitorid, experiment, variant,
+            model_version (strings / ints, none missing) and item_ids (a sequence of
+            item ids per row, or the comma-separated text).
+
+        Returns
+        -------
+        int
+            Number of new exposures; a request_id already stored is skipped.
+        """
+        self._ensure_schema()
+        for name in EXPOSURE_COLUMNS:
+            if name not in df.columns:
+                raise DataValidationError("missing column", column=name)
+        if df.empty:
+            return 0
+        texts = {}
+        for name in (C.REQUEST_ID, C.EXPERIMENT, C.VARIANT, C.MODEL_VERSION):
+            _bad(df[name].isna(), name, "missing value")
+            texts[name] = df[name].astype(str).to_numpy(object)
+            _check_length(pd.Series(texts[name]), name)
+        records = pd.DataFrame(
+            {
+                **texts,
+                C.TIMESTAMP: _int_column(df, C.TIMESTAMP),
+                C.VISITOR: _int_column(df, C.VISITOR),
+                C.ITEM_IDS: [_item_text(ids) for ids in df[C.ITEM_IDS]],
+            }
+        ).to_dict("records")
+        dialect_insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
+        # rowcount of an executemany is unreliable across drivers; the ids of the inserted
+        # rows are not (a conflicting row returns none)
+        statement = (
+            dialect_insert(exposures_table).on_conflict_do_nothing().returning(exposures_table.c.id)
+        )
+        with self.engine.begin() as conn:
+            return len(conn.execute(statement, records).all())
+
+    def read_exposures(
+        self, start_ms: int | None = None, end_ms: int | None = None
+    ) -> pd.DataFrame:
+        """Exposures with ``start_ms <= timestamp < end_ms``, in logging order.
+
+        Returns
+        -------
+        pd.DataFrame
+            Columns request_id, timestamp (int64), visitorid (int64), experiment,
+            variant, model_version (str) and item_ids (list of int per row).
+        """
+        self._ensure_schema()
+        t = exposures_table.c
+        query = select(*(t[name] for name in EXPOSURE_COLUMNS)).order_by(t.id)
+        if start_ms is not None:
+            query = query.where(t[C.TIMESTAMP] >= int(start_ms))
+        if end_ms is not None:
+            query = query.where(t[C.TIMESTAMP] < int(end_ms))
+        frame = pd.DataFrame(self._fetch(query), columns=list(EXPOSURE_COLUMNS))
+        for name in (C.REQUEST_ID, C.EXPERIMENT, C.VARIANT, C.MODEL_VERSION):
+            frame[name] = frame[name].astype(str)
+        for name in (C.TIMESTAMP, C.VISITOR):
+            frame[name] = frame[name].astype(np.int64)
+        frame[C.ITEM_IDS] = pd.Series(
+            [[int(i) for i in text.split(",")] if text else [] for text in frame[C.ITEM_IDS]],
+            dtype=object,
+        )
+        return frame

@@ -1,0 +1,415 @@
+"""Train -> evaluate -> log -> register -> gate: the one function every consumer calls.
+
+The CLI (``recsys train``), the Airflow DAG and the notebooks call :func:`run_pipeline`.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from recsys import columns as C
+from recsys.bundle import Bundle
+from recsys.config import CHALLENGER_ALIAS, CHAMPION_ALIAS, Settings
+from recsys.data import Dataset, EventStore, load_dataset
+from recsys.data.profile import profile_dataset
+from recsys.evaluation import evaluate_policy, hits_matrix, holdout_targets
+from recsys.interactions import DEFAULT_EVENT_WEIGHTS, TrainingData, prepare_training_data
+from recsys.models.baselines import PopularityModel, RecentViewsModel
+from recsys.models.lightfm import LightFMModel
+from recsys.serving import Recommender
+from recsys.split import TimeSplit, make_split, window
+from recsys.tracking import (
+    GateDecision,
+    champion_version,
+    configure,
+    download_bundle,
+    gate,
+    log_bundle_model,
+    set_alias,
+)
+
+log = logging.getLogger(__name__)
+
+#: the headline: precision@5 of add-to-cart targets for warm visitors
+HEADLINE = ("addtocart", "warm", "precision@5")
+TARGETS = ("addtocart", "any")
+
+
+@dataclass
+class PipelineConfig:
+    """Knobs of one pipeline run (all have working defaults)."""
+
+    data_dir: Path = Path("data/raw")
+    #: read events from this event store instead of ``data_dir/events.csv``
+    db_url: str | None = None
+    holdout_days: int = 7
+    validation_days: int = 7
+    k: int = 5
+    trials: int = 10
+    timeout_s: float | None = 900.0
+    #: LightFM parameters used as they are when ``trials == 0`` and as the search's anchor
+    lightfm: dict[str, Any] = field(
+        default_factory=lambda: {
+            "loss": "warp",
+            "no_components": 64,
+            "learning_rate": 0.05,
+            "item_alpha": 1e-6,
+            "user_alpha": 1e-6,
+            "epochs": 15,
+        }
+    )
+    event_weights: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_EVENT_WEIGHTS))
+    popularity_window_days: int = 14
+    #: served policy when no tuning ran (tuning picks it on the validation window)
+    default_policy: str = "blend"
+    seed: int = 42
+    progress: bool = True
+
+
+@dataclass
+class PipelineResult:
+    """What a run produced."""
+
+    run_id: str
+    model_version: str
+    alias: str
+    decision: GateDecision
+    policy: str
+    params: dict[str, Any]
+    #: rows: (model, target, segment); columns: metrics
+    results: pd.DataFrame
+    champion_score: float | None
+
+
+# ---------------------------------------------------------------------------- evaluation
+
+
+def _policies(
+    models: dict[str, Bundle], lightfm_policy: str | None = None
+) -> dict[str, Recommender]:
+    """The ranking policies compared offline, each exactly as the service would serve it."""
+    out = {
+        "popular": Recommender(models["popular"], policy="popular"),
+        "recent": Recommender(models["recent"], policy="recent"),
+    }
+    for policy in ("model", "blend") if lightfm_policy is None else (lightfm_policy,):
+        out["lightfm" if policy == "model" else "lightfm+recent"] = Recommender(
+            models["lightfm"], policy=policy
+        )
+    return out
+
+
+def score_policies(
+    recommenders: dict[str, Recommender],
+    targets: dict[str, pd.DataFrame],
+    k: int,
+) -> pd.DataFrame:
+    """Metrics of every policy for every target and segment, one row each."""
+    frames = []
+    for name, rec in recommenders.items():
+        for target, frame in targets.items():
+            table = evaluate_policy(
+                rec.recommend_batch, frame, k=k, n_catalogue=len(rec.bundle.item_ids)
+            )
+            frames.append(table.assign(model=name, target=target).rename_axis("segment"))
+    return pd.concat(frames).reset_index().set_index(["model", "target", "segment"]).sort_index()
+
+
+def _targets(events: pd.DataFrame, start_ms: int, end_ms: int) -> dict[str, pd.DataFrame]:
+    before, after = window(events, None, start_ms), window(events, start_ms, end_ms)
+    return {t: holdout_targets(before, after, t) for t in TARGETS}
+
+
+def headline(results: pd.DataFrame, model: str) -> float:
+    """The headline metric of ``model`` in a results table."""
+    target, segment, metric = HEADLINE
+    return float(results.loc[(model, target, segment), metric])
+
+
+# ---------------------------------------------------------------------------- training
+
+
+def _fit_lightfm(
+    data: TrainingData,
+    params: dict[str, Any],
+    seed: int,
+    on_epoch: Callable[[int, LightFMModel], None] | None = None,
+    progress: bool = False,
+) -> LightFMModel:
+    params = dict(params)
+    epochs = int(params.pop("epochs"))
+    model = LightFMModel(epochs=epochs, random_state=seed, **params)
+    bar = tqdm(total=epochs, desc="LightFM epochs", disable=not progress, leave=False)
+
+    def callback(epoch: int, m: LightFMModel) -> None:
+        bar.update(1)
+        if on_epoch is not None:
+            on_epoch(epoch, m)
+
+    model.fit(data, epoch_callback=callback)
+    bar.close()
+    return model
+
+
+def _bundles(data: TrainingData, lfm: LightFMModel, cfg: PipelineConfig) -> dict[str, Bundle]:
+    pop = PopularityModel(window_days=cfg.popularity_window_days).fit(data)
+    recent = RecentViewsModel().fit(data)
+    return {
+        "lightfm": lfm.to_bundle(data),
+        "popular": pop.to_bundle(data),
+        "recent": recent.to_bundle(data),
+    }
+
+
+def _suggest(trial: Any, base: dict[str, Any]) -> dict[str, Any]:
+    return {
+        **base,
+        "loss": trial.suggest_categorical("loss", ["warp", "bpr"]),
+        "no_components": trial.suggest_categorical("no_components", [16, 32, 64, 96]),
+        "learning_rate": trial.suggest_float("learning_rate", 0.01, 0.15, log=True),
+        "item_alpha": trial.suggest_float("item_alpha", 1e-8, 1e-4, log=True),
+        "user_alpha": trial.suggest_float("user_alpha", 1e-8, 1e-4, log=True),
+        "epochs": trial.suggest_int("epochs", 5, 40, step=5),
+    }
+
+
+def tune(
+    ds: Dataset, events: pd.DataFrame, split: TimeSplit, cfg: PipelineConfig
+) -> tuple[dict[str, Any], str, pd.DataFrame]:
+    """Optuna search on the validation window; returns (best params, best policy, trials table).
+
+    Each trial is a nested MLflow run. Only data before the holdout is touched.
+    """
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    data = prepare_training_data(
+        events, ds.item_properties, ds.category_tree, split.validation_start_ms, cfg.event_weights
+    )
+    targets = {
+        "addtocart": _targets(events, split.validation_start_ms, split.holdout_start_ms)[
+            "addtocart"
+        ]
+    }
+    baseline = _bundles(data, _fit_lightfm(data, {**cfg.lightfm, "epochs": 1}, cfg.seed), cfg)
+
+    def objective(trial: optuna.Trial) -> float:
+        params = cfg.lightfm if trial.number == 0 else _suggest(trial, cfg.lightfm)
+        with mlflow.start_run(run_name=f"trial-{trial.number}", nested=True):
+            mlflow.log_params(params)
+            model = _fit_lightfm(data, params, cfg.seed)
+            bundles = {**baseline, "lightfm": model.to_bundle(data)}
+            recs = {n: r for n, r in _policies(bundles).items() if n.startswith("lightfm")}
+            table = score_policies(recs, targets, cfg.k)
+            scores = {n: headline(table, n) for n in recs}
+            best = max(scores, key=lambda n: scores[n])
+            policy = "model" if best == "lightfm" else "blend"
+            mlflow.log_metrics(
+                {f"val_{_metric_key(n)}_precision_at_5": v for n, v in scores.items()}
+            )
+            mlflow.set_tag("policy", policy)
+        trial.set_user_attr("params", params)
+        trial.set_user_attr("policy", policy)
+        return scores[best]
+
+    study = optuna.create_study(
+        direction="maximize", sampler=optuna.samplers.TPESampler(seed=cfg.seed)
+    )
+    with tqdm(total=cfg.trials, desc="tuning trials", disable=not cfg.progress) as bar:
+        study.optimize(
+            objective,
+            n_trials=cfg.trials,
+            timeout=cfg.timeout_s,
+            callbacks=[lambda *_: bar.update(1)],
+        )
+    best = study.best_trial
+    table = study.trials_dataframe(attrs=("number", "value", "params", "user_attrs", "duration"))
+    return dict(best.user_attrs["params"]), str(best.user_attrs["policy"]), table
+
+
+# ---------------------------------------------------------------------------- logging helpers
+
+
+def _metric_key(name: str) -> str:
+    return name.replace("+", "_plus_").replace("@", "_at_")
+
+
+def _log_results(results: pd.DataFrame) -> None:
+    metrics = {}
+    for (model, target, segment), row in results.iterrows():
+        for metric, value in row.items():
+            if pd.notna(value):
+                metrics[f"{_metric_key(model)}.{target}.{segment}.{_metric_key(str(metric))}"] = (
+                    float(value)
+                )
+    mlflow.log_metrics(metrics)
+
+
+def _precision_curve_plot(
+    recommenders: dict[str, Recommender], targets: pd.DataFrame, max_k: int = 20
+) -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    warm = targets[targets["segment"] == "warm"]
+    users = warm[C.VISITOR].to_numpy()
+    relevant = list(warm["relevant"])
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    ks = np.arange(1, max_k + 1)
+    for name, rec in recommenders.items():
+        hits = hits_matrix(rec.recommend_batch(users, max_k), relevant)
+        precision = (np.cumsum(hits, axis=1) / ks).mean(axis=0) if len(users) else np.zeros(max_k)
+        ax.plot(ks, precision, marker="o", markersize=3, label=name)
+    ax.set(xlabel="k", ylabel="precision@k", title="Holdout add-to-cart, warm visitors")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+# ---------------------------------------------------------------------------- the pipeline
+
+
+def load_events(cfg: PipelineConfig, ds: Dataset) -> pd.DataFrame:
+    """Events from the store when ``cfg.db_url`` is set, else from the CSV files."""
+    if cfg.db_url is None:
+        return ds.events
+    return EventStore(cfg.db_url).read_events()
+
+
+def run_pipeline(cfg: PipelineConfig, settings: Settings | None = None) -> PipelineResult:
+    """Load -> split -> tune -> fit -> evaluate -> log -> register -> gate."""
+    settings = settings or Settings()
+    client = configure(settings)
+    ds = load_dataset(cfg.data_dir)
+    events = load_events(cfg, ds)
+    split = make_split(events, cfg.holdout_days, cfg.validation_days)
+
+    with mlflow.start_run(run_name="train") as run:
+        mlflow.log_params(
+            {
+                "data_dir": str(cfg.data_dir),
+                "events": len(events),
+                "holdout_days": cfg.holdout_days,
+                "validation_days": cfg.validation_days,
+                "validation_start_ms": split.validation_start_ms,
+                "holdout_start_ms": split.holdout_start_ms,
+                "end_ms": split.end_ms,
+                "k": cfg.k,
+                "trials": cfg.trials,
+                **{f"weight_{k}": v for k, v in cfg.event_weights.items()},
+            }
+        )
+        mlflow.log_dict(profile_dataset(ds), "data_profile.json")
+
+        params, policy = dict(cfg.lightfm), cfg.default_policy
+        if cfg.trials > 0:
+            params, policy, trials = tune(ds, events, split, cfg)
+            mlflow.log_text(trials.to_csv(index=False), "tuning/trials.csv")
+        mlflow.log_params({f"lightfm_{k}": v for k, v in params.items()} | {"policy": policy})
+
+        data = prepare_training_data(
+            events, ds.item_properties, ds.category_tree, split.holdout_start_ms, cfg.event_weights
+        )
+        targets = _targets(events, split.holdout_start_ms, split.end_ms)
+        mlflow.log_metrics(
+            {
+                "train_users": len(data.user_ids),
+                "train_items": len(data.item_ids),
+                "train_interactions": data.interactions.nnz,
+                "holdout_addtocart_users": len(targets["addtocart"]),
+            }
+        )
+
+        def curve(epoch: int, model: LightFMModel) -> None:
+            # diagnostic only: epochs were chosen on the validation window, not here
+            rec = Recommender(model.to_bundle(data), policy=policy)
+            table = score_policies({"lightfm": rec}, {"addtocart": targets["addtocart"]}, cfg.k)
+            mlflow.log_metric(
+                "curve_holdout_precision_at_5", headline(table, "lightfm"), step=epoch
+            )
+
+        lfm = _fit_lightfm(data, params, cfg.seed, on_epoch=curve, progress=cfg.progress)
+        bundles = _bundles(data, lfm, cfg)
+        recommenders = _policies(bundles)
+        results = score_policies(recommenders, targets, cfg.k)
+        _log_results(results)
+        mlflow.log_table(results.reset_index(), "evaluation/results.json")
+        mlflow.log_text(results.round(4).to_string(), "evaluation/results.txt")
+        mlflow.log_figure(
+            _precision_curve_plot(recommenders, targets["addtocart"]),
+            "evaluation/precision_at_k.png",
+        )
+
+        served = "lightfm" if policy == "model" else "lightfm+recent"
+        candidate = headline(results, served)
+        mlflow.log_metric("served_precision_at_5", candidate)
+        bundle = bundles["lightfm"]
+        bundle.metadata.update(
+            {
+                "policy": policy,
+                "run_id": run.info.run_id,
+                "cutoff_ms": split.holdout_start_ms,
+                "params": params,
+                "metrics": {"precision@5": candidate},
+            }
+        )
+        with tempfile.TemporaryDirectory() as tmp:
+            bundle.save(Path(tmp) / "bundle")
+            version = log_bundle_model(Path(tmp) / "bundle", settings.model_name)
+
+        champion_score = _rescore_champion(client, settings, targets, cfg.k)
+        baselines = {name: headline(results, name) for name in ("popular", "recent")}
+        decision = gate(candidate, champion_score, baselines, "precision@5")
+        alias = CHAMPION_ALIAS if decision.promote else CHALLENGER_ALIAS
+        set_alias(client, settings.model_name, alias, version)
+        client.set_model_version_tag(settings.model_name, version, "gate", decision.reason)
+        mlflow.set_tags({"gate": decision.reason, "alias": alias, "model_version": version})
+        if champion_score is not None:
+            mlflow.log_metric("champion_rescored_precision_at_5", champion_score)
+        log.info("version %s -> %s: %s", version, alias, decision.reason)
+        return PipelineResult(
+            run_id=run.info.run_id,
+            model_version=version,
+            alias=alias,
+            decision=decision,
+            policy=policy,
+            params=params,
+            results=results,
+            champion_score=champion_score,
+        )
+
+
+def _rescore_champion(
+    client: Any, settings: Settings, targets: dict[str, pd.DataFrame], k: int
+) -> float | None:
+    """The current champion's headline metric on *this* run's holdout (None if no champion)."""
+    version = champion_version(client, settings.model_name)
+    if version is None:
+        return None
+    path, _ = download_bundle(
+        f"models:/{settings.model_name}/{version}",
+        settings.var_dir / "model-cache",
+        settings.resolved_tracking_uri,
+    )
+    champion = Bundle.load(path)
+    rec = Recommender(champion, policy=champion.metadata.get("policy", "blend"))
+    table = score_policies({"champion": rec}, {"addtocart": targets["addtocart"]}, k)
+    return headline(table, "champion")
+
+
+def config_dict(cfg: PipelineConfig) -> dict[str, Any]:
+    """The config as plain values (for logs and the CLI)."""
+    return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()}

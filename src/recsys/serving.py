@@ -1,0 +1,861 @@
+"""Online ranking from a :class:`~recsys.bundle.Bundle`: pure numpy, no LightFM, no pandas.
+
+Fast exact top-k
+----------------
+Scoring every item (235k x 65 floats, ~61 MB) costs several ms per request, so model scores
+come from a cluster index with a pruning certificate (exact, not approximate):
+
+* Available items are grouped into clusters of ~``leaf_size`` items by a two-level k-means on
+  their embeddings (built once per bundle, ~1 s at full scale, shared by every Recommender of
+  that bundle).
+* For a user vector ``w = [u, 1]`` the score of item ``i = [e_i, b_i]`` in cluster ``c`` with
+  centroid ``m_c`` is ``u.e_i + b_i <= u.m_c + max_i(|u| |e_i - m_c| + b_i)``. The last term
+  is a convex function of ``t = |u|``, tabulated per cluster on a grid; a chord of a convex
+  function lies above it, so interpolation keeps the bound valid.
+* The best ``probe`` clusters (by bound) are scored first; their k-th best allowed score
+  ``theta`` is a lower bound of the true k-th best, so every cluster whose bound is below
+  ``theta`` can be skipped. All other clusters are scored and the result is the exact top-k.
+* Ranking is canonical: the final candidates (float32 score within a rounding tolerance of the
+  k-th best) are re-scored in float64 with a fixed summation order and sorted by
+  (score desc, popularity rank), so ties resolve towards popular items and
+  :meth:`Recommender.recommend` and :meth:`Recommender.recommend_batch` (which groups users by
+  cluster and scores with matrix products) return identical rankings.
+
+``candidates`` optionally caps the items scored after the probe (approximate, bounded latency);
+:meth:`Recommender.exact_top_k` scores the full catalogue and is the reference for agreement.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from recsys.bundle import Bundle
+
+POLICIES = ("model", "popular", "recent", "blend")
+SOURCES = ("model", "recent", "blend", "fold_in", "popular")
+REASON_VIEWED = "you viewed it"
+REASON_SIMILAR = "similar to an item you viewed"
+REASON_CATEGORY = "popular in its category"
+REASON_POPULAR = "popular now"
+REASON_FOR_YOU = "recommended for you"
+
+#: extra slots kept per user while scanning, to detect near-ties beyond the k-th item
+_SLACK = 16
+#: grid points of the per-cluster bound table
+_GRID = 33
+#: float32 unit roundoff
+_U32 = 2.0**-24
+
+
+@dataclass
+class Recommendation:
+    """One answer: parallel lists of items, scores and reasons, plus where they came from.
+
+    ``scores`` are model scores ``user_vector . item_vector`` (for unknown visitors without
+    session the user vector is ``[0, ..., 0, 1]``, i.e. the item bias).
+    """
+
+    user_id: int
+    item_ids: list[int]
+    scores: list[float]
+    reasons: list[str]
+    source: str
+
+
+# ---------------------------------------------------------------------------- small helpers
+
+
+def _positions(sorted_ids: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """Positions of ``ids`` in ascending ``sorted_ids``, -1 where absent."""
+    ids = np.asarray(ids, dtype=np.int64)
+    if len(sorted_ids) == 0:
+        return np.full(ids.shape, -1, dtype=np.int64)
+    pos = np.minimum(np.searchsorted(sorted_ids, ids), len(sorted_ids) - 1)
+    return np.where(sorted_ids[pos] == ids, pos, -1).astype(np.int64)
+
+
+def _tree_sum(x: np.ndarray) -> np.ndarray:
+    """Sum over the last axis in a fixed pairwise order (same bits whatever the batch shape)."""
+    width = 1 << max(0, (x.shape[-1] - 1).bit_length())
+    if width != x.shape[-1]:
+        pad = np.zeros((*x.shape[:-1], width - x.shape[-1]), dtype=x.dtype)
+        x = np.concatenate([x, pad], axis=-1)
+    while x.shape[-1] > 1:
+        half = x.shape[-1] // 2
+        x = x[..., :half] + x[..., half:]
+    return x[..., 0]
+
+
+def _rank_in_runs(rows: np.ndarray) -> np.ndarray:
+    """0, 1, 2, ... within each run of equal values of a sorted ``rows`` array."""
+    if len(rows) == 0:
+        return np.zeros(0, dtype=np.int64)
+    starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]])
+    lengths = np.diff(np.r_[starts, len(rows)])
+    return np.arange(len(rows)) - np.repeat(starts, lengths)
+
+
+def _csr_rows(indptr: np.ndarray, values: np.ndarray, rows: np.ndarray):
+    """Flatten CSR rows ``rows`` into (row number in ``rows``, value) pairs, row order kept."""
+    starts, ends = indptr[rows], indptr[rows + 1]
+    lengths = ends - starts
+    owner = np.repeat(np.arange(len(rows)), lengths)
+    offsets = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    return owner, values[np.repeat(starts, lengths) + offsets].astype(np.int64)
+
+
+def _assign(points: np.ndarray, centers: np.ndarray) -> np.ndarray:
+    """Nearest center of every point (squared Euclidean), in blocks to bound memory."""
+    sq = (centers * centers).sum(axis=1)
+    out = np.empty(len(points), dtype=np.int64)
+    for s in range(0, len(points), 16384):
+        out[s : s + 16384] = (sq - 2 * (points[s : s + 16384] @ centers.T)).argmin(axis=1)
+    return out
+
+
+def _centroids(points: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
+    """Mean of each label's points (zeros for empty labels)."""
+    counts = np.bincount(labels, minlength=k)
+    used = np.flatnonzero(counts)
+    centers = np.zeros((k, points.shape[1]), dtype=np.float32)
+    order = np.argsort(labels, kind="stable")
+    starts = np.r_[0, np.cumsum(counts[used])[:-1]]
+    centers[used] = np.add.reduceat(points[order], starts, axis=0) / counts[used, None]
+    return centers
+
+
+def _kmeans(
+    x: np.ndarray, k: int, rng: np.random.Generator, iters: int = 5
+) -> tuple[np.ndarray, np.ndarray]:
+    """Lloyd k-means trained on a sample, then one assignment of every point.
+
+    Returns (labels, centers).
+    """
+    n = len(x)
+    if k <= 1 or n <= k:
+        labels = np.zeros(n, dtype=np.int64) if k <= 1 else np.arange(n, dtype=np.int64)
+        return labels, _centroids(x, labels, int(labels.max(initial=0)) + 1)
+    sample = x[rng.choice(n, size=min(n, 64 * k), replace=False)]
+    centers = sample[rng.choice(len(sample), size=k, replace=False)].copy()
+    for _ in range(iters):
+        labels = _assign(sample, centers)
+        fresh = _centroids(sample, labels, k)
+        used = np.bincount(labels, minlength=k) > 0
+        centers[used] = fresh[used]
+    return _assign(x, centers), centers
+
+
+def _cluster_labels(emb: np.ndarray, leaf_size: int, rng: np.random.Generator) -> np.ndarray:
+    """About ``len(emb) / leaf_size`` clusters of nearby embeddings, cheaply.
+
+    Two-level k-means (sqrt(#clusters) groups, then clusters inside each group), then one
+    reassignment of every item to the nearest cluster among those of its 3 nearest groups:
+    items near group borders otherwise inflate cluster radii, which loosens every bound.
+    """
+    n = len(emb)
+    n_clusters = max(1, n // max(1, leaf_size))
+    top, top_centers = _kmeans(emb, int(math.sqrt(n_clusters)), rng)
+    labels = np.empty(n, dtype=np.int64)
+    group_of: list[np.ndarray] = []
+    offset = 0
+    for g in range(len(top_centers)):
+        members = np.flatnonzero(top == g)
+        if len(members) == 0:
+            continue
+        sub, _ = _kmeans(emb[members], max(1, round(len(members) / max(1, leaf_size))), rng)
+        labels[members] = offset + sub
+        group_of.append(np.full(int(sub.max()) + 1, g))
+        offset += int(sub.max()) + 1
+    groups = np.concatenate(group_of)
+    near = min(3, len(top_centers))
+    if near > 1:
+        centers = _centroids(emb, labels, offset)
+        counts = np.bincount(labels, minlength=offset)
+        sq = (top_centers * top_centers).sum(axis=1)
+        nearest = np.argpartition(sq - 2 * (emb @ top_centers.T), near - 1, axis=1)[:, :near]
+        best = np.full(n, np.inf)
+        fresh = labels.copy()
+        for g in range(len(top_centers)):
+            items = np.flatnonzero((nearest == g).any(axis=1))
+            mine = np.flatnonzero((groups == g) & (counts > 0))
+            if len(items) == 0 or len(mine) == 0:
+                continue
+            c = centers[mine]
+            dist = (c * c).sum(axis=1) - 2 * (emb[items] @ c.T)
+            pick = dist.argmin(axis=1)
+            value = dist[np.arange(len(items)), pick]
+            better = value < best[items]
+            best[items[better]] = value[better]
+            fresh[items[better]] = mine[pick[better]]
+        labels = fresh
+    return np.unique(labels, return_inverse=True)[1]
+
+
+# ---------------------------------------------------------------------------- cluster index
+
+
+class _ClusterIndex:
+    """Items grouped into clusters, with per-cluster score upper bounds (see module doc).
+
+    ``order`` maps index positions to the caller's item rows; cluster ``c`` holds index
+    positions ``starts[c]:starts[c + 1]``.
+    """
+
+    def __init__(self, vectors: np.ndarray, leaf_size: int, seed: int = 0) -> None:
+        emb = np.ascontiguousarray(vectors[:, :-1], dtype=np.float32)
+        bias = vectors[:, -1].astype(np.float64)
+        labels = _cluster_labels(emb, leaf_size, np.random.default_rng(seed))
+        # split clusters into pieces of <= leaf_size items by descending bias: pieces of
+        # low-bias items get lower bounds, and no piece is expensive to scan
+        order = np.lexsort((-bias, labels))
+        sorted_labels = labels[order]
+        rank = _rank_in_runs(sorted_labels)
+        pieces = np.empty_like(labels)
+        pieces[order] = sorted_labels * (len(labels) + 1) + rank // max(1, leaf_size)
+        labels = np.unique(pieces, return_inverse=True)[1]
+        self.order = np.argsort(labels, kind="stable")
+        counts = np.bincount(labels)
+        self.starts = np.r_[0, np.cumsum(counts)].astype(np.int64)
+        self.sizes = counts.astype(np.int64)
+        self.n_clusters = len(counts)
+        head = self.starts[:-1]
+        emb_sorted = emb[self.order].astype(np.float64)
+        bias_sorted = bias[self.order]
+        owner = np.repeat(np.arange(self.n_clusters), counts)
+        centroids = np.add.reduceat(emb_sorted, head, axis=0) / counts[:, None]
+        # stored transposed: ``W @ centroids_t`` is fast for 2 rows as well as for many
+        self.centroids_t = np.ascontiguousarray(centroids.T, dtype=np.float32)
+        dist = np.sqrt(((emb_sorted - centroids[owner]) ** 2).sum(axis=1))
+        self.radius = np.maximum.reduceat(dist, head)
+        self.bias_max = np.maximum.reduceat(bias_sorted, head)
+        self.bias_min = np.minimum.reduceat(bias_sorted, head)
+        # table[g, c] = max over items of c of (t_g * dist + bias), a convex function of t
+        self.t_max = float(max(np.linalg.norm(emb, axis=1).max(initial=0.0), 1e-6))
+        self.dt = self.t_max / (_GRID - 1)
+        table = np.stack(
+            [np.maximum.reduceat(g * self.dt * dist + bias_sorted, head) for g in range(_GRID)]
+        )
+        # rounded up, so that float32 arithmetic keeps it an upper bound
+        self.table = (table + 1e-6 * (np.abs(table) + 1)).astype(np.float32)
+        self.radius = self.radius.astype(np.float32)
+        self.bias_max = self.bias_max.astype(np.float32)
+        self.bias_min = self.bias_min.astype(np.float32)
+
+    def bounds(self, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Upper bounds and estimates (n_users x n_clusters, float32) of clusters' best scores.
+
+        The estimate ``u.m_c + max bias`` ranks clusters for the probe far better than the
+        (loose) bound does. Rounding errors are far below the search's tolerance.
+        """
+        emb, last = w[:, :-1], w[:, -1]
+        # a 1-row product goes through a different BLAS kernel (gemv): pad to 2 rows so that a
+        # single request gets bit-identical bounds to the same user inside a batch
+        padded = np.vstack([emb, emb]) if len(emb) == 1 else emb
+        dot = (padded @ self.centroids_t)[: len(emb)]
+        t = np.sqrt(_tree_sum(emb.astype(np.float64) ** 2))
+        pos = np.minimum(t / self.dt, _GRID - 1)
+        g = np.minimum(pos.astype(np.int64), _GRID - 2)
+        frac = (pos - g).astype(np.float32)[:, None]
+        low = self.table[g]
+        env = frac * (self.table[g + 1] - low)
+        env += low  # chord of a convex function: above it
+        beyond = np.maximum(t - self.t_max, 0.0).astype(np.float32)
+        if beyond.any():  # past the grid the slope is at most the cluster radius
+            env += beyond[:, None] * self.radius
+        unit = last == 1.0
+        if not unit.all():  # the bias is not weighted by 1: the looser ball bound
+            t32 = t.astype(np.float32)[:, None]
+            weight = last[:, None]
+            loose = t32 * self.radius + np.where(
+                weight >= 0, weight * self.bias_max, weight * self.bias_min
+            )
+            env = np.where(unit[:, None], env, loose)
+        estimate = dot + self.bias_max
+        dot += env
+        return dot, estimate
+
+
+# ---------------------------------------------------------------------------- recommender
+
+
+class Recommender:
+    """Rank items for visitors from a bundle: filters, fallbacks, session fold-in, fast top-k.
+
+    Parameters
+    ----------
+    bundle : Bundle
+        The model to serve.
+    policy : str
+        One of :data:`POLICIES`: ``"model"`` (model scores), ``"popular"``, ``"recent"`` (the
+        visitor's own viewed / carted items, most recent first, then popular), ``"blend"``
+        (up to ``recent_slots`` recent items first, then model scores).
+    candidates : int, optional
+        None (default): exact top-k. An int caps the items scored per user after the probe
+        (approximate; bounds the worst-case latency).
+    recent_slots : int
+        Leading slots of ``"blend"`` and of session fold-in taken by recent items.
+    leaf_size : int
+        Maximum cluster size of the index.
+    probe : int
+        Clusters scored first to find the pruning threshold.
+
+    Notes
+    -----
+    Never returns an item the user bought or an unavailable item, never a duplicate, and
+    exactly ``k`` items whenever that many are allowed (padding with popular items). Model
+    ties are broken by popularity, so a model with constant scores ranks like ``"popular"``.
+    """
+
+    def __init__(
+        self,
+        bundle: Bundle,
+        policy: str = "blend",
+        candidates: int | None = None,
+        recent_slots: int = 2,
+        leaf_size: int = 64,
+        probe: int = 8,
+    ) -> None:
+        if policy not in POLICIES:
+            raise ValueError(f"unknown policy {policy!r}; expected one of {POLICIES}")
+        if candidates is not None and candidates < 1:
+            raise ValueError(f"candidates must be >= 1 or None, got {candidates}")
+        self.bundle = bundle
+        self.policy = policy
+        self.candidates = candidates
+        self.recent_slots = max(0, int(recent_slots))
+        self.leaf_size = max(1, int(leaf_size))
+        self.probe = max(1, int(probe))
+        n_items = bundle.n_items
+        self._pop_rank = np.empty(n_items, dtype=np.int64)
+        self._pop_rank[bundle.popular] = np.arange(n_items)
+        self._popular = bundle.popular[bundle.item_available[bundle.popular]].astype(np.int64)
+        vectors = bundle.item_vectors
+        self._avail = np.flatnonzero(bundle.item_available)
+        first = vectors[self._avail[:1]]
+        self._constant = len(self._avail) == 0 or bool(np.all(vectors[self._avail] == first))
+        self._vmax = float(np.linalg.norm(vectors, axis=1).max(initial=0.0))
+        self._index: _ClusterIndex | None = None
+
+    # ------------------------------------------------------------------ index
+
+    def _ensure_index(self) -> _ClusterIndex:
+        """Build (or reuse the bundle's) cluster index over the available items."""
+        if self._index is None:
+            # cached on the bundle object: every Recommender of one bundle shares the index
+            cache = self.bundle.__dict__.setdefault("_serving_index_cache", {})
+            if self.leaf_size not in cache:
+                vectors = self.bundle.item_vectors[self._avail]
+                cache[self.leaf_size] = _ClusterIndex(vectors, self.leaf_size)
+            index = cache[self.leaf_size]
+            items = self._avail[index.order]  # index position -> bundle position
+            self._items = items
+            self._internal = np.full(self.bundle.n_items, -1, dtype=np.int64)
+            self._internal[items] = np.arange(len(items))
+            self._vec = np.ascontiguousarray(self.bundle.item_vectors[items])
+            self._vec64 = self._vec.astype(np.float64)
+            # one record per row: ``take`` on records gathers rows much faster than 2-d indexing
+            self._rows = self._vec.view(np.dtype((np.void, self._vec.shape[1] * 4))).ravel()
+            self._rank_of_internal = self._pop_rank[items]
+            self._index = index
+        return self._index
+
+    def warm_up(self) -> None:
+        """Build the index now (the service calls this at load time, not in a request)."""
+        if not self._constant:
+            self._ensure_index()
+
+    def _tol(self, w: np.ndarray) -> np.ndarray:
+        """Bound of float32 rounding differences between two ways of computing a score."""
+        # |w| <= sqrt(D) max|w_j|; a max is exact, so every path gets the same tolerance
+        dim = w.shape[1]
+        norm = math.sqrt(dim) * np.abs(w).max(axis=1).astype(np.float64)
+        return 16.0 * (dim + 4) * _U32 * norm * self._vmax + 1e-12
+
+    def _budget_cut(self, rows, clusters, bound_values) -> tuple[np.ndarray, np.ndarray]:
+        """Keep each row's best-bound clusters until ``candidates`` items are reached."""
+        assert self._index is not None and self.candidates is not None
+        order = np.lexsort((clusters, -bound_values, rows))
+        rows, clusters = rows[order], clusters[order]
+        sizes = self._index.sizes[clusters]
+        before = np.cumsum(sizes) - sizes
+        first = np.r_[0, np.flatnonzero(rows[1:] != rows[:-1]) + 1]
+        row_start = np.repeat(before[first], np.diff(np.r_[first, len(rows)]))
+        keep = before - row_start < self.candidates
+        return rows[keep], clusters[keep]
+
+    # ------------------------------------------------------------------ model top-k, many rows
+
+    def _cluster_scores(self, w, rows, clusters, excl, payload):
+        """Yield (rows, first index position, scores, payload) per cluster of (row, cluster)
+        pairs: one matrix product per cluster over the rows that need it. Excluded
+        (row, index position) pairs score -inf; ``payload`` is sliced along with the rows.
+        """
+        index = self._index
+        assert index is not None
+        order = np.lexsort((rows, clusters))
+        rows, clusters, payload = rows[order], clusters[order], payload[order]
+        cuts = np.flatnonzero(np.r_[True, clusters[1:] != clusters[:-1], True])
+        by_item = np.argsort(excl[1], kind="stable")
+        ex_items, ex_rows = excl[1][by_item], excl[0][by_item]
+        for a, b in zip(cuts[:-1], cuts[1:], strict=True):
+            c = clusters[a]
+            r = rows[a:b]
+            s, e = index.starts[c], index.starts[c + 1]
+            scores = w[r] @ self._vec[s:e].T
+            lo, hi = np.searchsorted(ex_items, [s, e])
+            if hi > lo:
+                er, ei = ex_rows[lo:hi], ex_items[lo:hi]
+                local = np.minimum(np.searchsorted(r, er), len(r) - 1)
+                hit = r[local] == er
+                scores[local[hit], ei[hit] - s] = -np.inf
+            yield r, s, scores, payload[a:b]
+
+    def _canonical_many(self, w, rows, ids, vals, tol, n, k):
+        """Exact top-k from flat (row, index position, float32 score) candidates.
+
+        Keeps each row's candidates within ``tol`` of its k-th best float32 score, re-scores
+        them in float64 and sorts by (score desc, popularity rank). Returns (n x k index
+        positions, -1 padded; k-th best float64 score; k-th best float32 score), the k-th
+        scores being -inf for rows with fewer than k candidates.
+        """
+        keep = np.isfinite(vals)
+        rows, ids, vals = rows[keep], ids[keep], vals[keep]
+        order = np.lexsort((-vals, rows))
+        rows, ids, vals = rows[order], ids[order], vals[order]
+        rank = _rank_in_runs(rows)
+        kth32 = np.full(n, -np.inf, dtype=np.float64)
+        kth32[rows[rank == k - 1]] = vals[rank == k - 1]
+        keep = vals >= kth32[rows] - tol[rows]
+        rows, ids = rows[keep], ids[keep]
+        s64 = _tree_sum(w[rows].astype(np.float64) * self._vec64[ids])
+        order = np.lexsort((self._rank_of_internal[ids], -s64, rows))
+        rows, ids, s64 = rows[order], ids[order], s64[order]
+        rank = _rank_in_runs(rows)
+        out = np.full((n, k), -1, dtype=np.int64)
+        top = rank < k
+        out[rows[top], rank[top]] = ids[top]
+        kth64 = np.full(n, -np.inf)
+        kth64[rows[rank == k - 1]] = s64[rank == k - 1]
+        return out, kth64, kth32
+
+    def _search_many(self, w: np.ndarray, excl: tuple[np.ndarray, np.ndarray], k: int):
+        """Top-k index positions per row of ``w`` (n x k, -1 padded); ``excl`` = (rows, ids).
+
+        Probe: each row's ``probe`` best-estimate clusters fill a dense (row x probe slot x
+        cluster size) score matrix whose k-th best per row is the pruning threshold. Then every
+        other cluster whose bound reaches the threshold is scored, and only scores reaching
+        it are kept (flat), so there is no per-cluster top-k merging.
+        """
+        n = len(w)
+        index = self._ensure_index()
+        w = np.ascontiguousarray(w, dtype=np.float32)
+        width = k + _SLACK
+        leaf = int(index.sizes.max())
+        tol = self._tol(w)
+        bound, estimate = index.bounds(w)
+        nc = index.n_clusters
+        p = min(self.probe, nc)
+        # (selecting the largest via a high kth is faster than via -x and a low kth)
+        probe = np.argpartition(estimate, nc - p, axis=1)[:, nc - p :] if p < nc else None
+        if probe is None:
+            probe = np.broadcast_to(np.arange(nc), (n, nc))
+        dense = np.full((n, p * leaf), -np.inf, dtype=np.float32)
+        dense_ids = np.full((n, p * leaf), -1, dtype=np.int64)
+        slots = np.tile(np.arange(p) * leaf, n)
+        pairs = (np.repeat(np.arange(n), p), probe.ravel())
+        for r, s, scores, slot in self._cluster_scores(w, *pairs, excl, slots):
+            cols = slot[:, None] + np.arange(scores.shape[1])
+            dense[r[:, None], cols] = scores
+            dense_ids[r[:, None], cols] = np.arange(s, s + scores.shape[1])
+        truncated = dense.shape[1] > width
+        if truncated:  # the probe buffer: best ``width`` per row
+            cut = dense.shape[1] - width
+            keep = np.argpartition(dense, cut, axis=1)[:, cut:]
+            dense = np.take_along_axis(dense, keep, axis=1)
+            dense_ids = np.take_along_axis(dense_ids, keep, axis=1)
+        flat = (np.repeat(np.arange(n), dense.shape[1]), dense_ids.ravel(), dense.ravel())
+        if self.candidates is None:  # any lower bound of the k-th best score keeps it exact
+            theta = self._canonical_many(w, *flat, tol, n, k)[2] - tol
+        else:  # the budget cut must see the same threshold in every path: canonical
+            theta = self._canonical_many(w, *flat, tol, n, k)[1] - tol
+        need = bound >= (theta - tol)[:, None]
+        need[np.arange(n)[:, None], probe] = False
+        rows, clusters = np.nonzero(need)
+        if self.candidates is not None:
+            rows, clusters = self._budget_cut(rows, clusters, bound[rows, clusters])
+        found = [flat]
+        for r, s, scores, _ in self._cluster_scores(w, rows, clusters, excl, rows):
+            i, j = np.nonzero(scores >= (theta[r] - tol[r])[:, None])
+            found.append((r[i], s + j, scores[i, j]))
+        out, _, kth32 = self._canonical_many(
+            w, *(np.concatenate(part) for part in zip(*found, strict=True)), tol, n, k
+        )
+        if truncated:  # the probe buffer may have dropped near-ties: score everything
+            overflow = np.isfinite(dense).all(axis=1) & (dense.min(axis=1) >= kth32 - tol)
+            for row in np.flatnonzero(overflow):
+                mine = np.unique(excl[1][excl[0] == row])
+                best = self._exact_internal(w[row], mine, k)
+                out[row] = -1
+                out[row, : len(best)] = best
+        return out
+
+    # ------------------------------------------------------------------ model top-k, one row
+
+    def _scan_one(self, w, clusters, excl) -> tuple[np.ndarray, np.ndarray]:
+        """Scores and index positions of the items of ``clusters``; ``excl`` sorted."""
+        index = self._index
+        assert index is not None
+        clusters = np.sort(clusters)  # then ``ids`` ascend
+        starts, sizes = index.starts[clusters], index.sizes[clusters]
+        ids = np.repeat(starts - np.cumsum(sizes) + sizes, sizes) + np.arange(sizes.sum())
+        gathered = np.take(self._rows, ids).view(np.float32).reshape(len(ids), -1)
+        scores = gathered @ w
+        if len(excl) and len(ids):
+            at = np.minimum(np.searchsorted(ids, excl), len(ids) - 1)
+            scores[at[ids[at] == excl]] = -np.inf
+        return scores, ids
+
+    @staticmethod
+    def _keep_best(vals, ids, width) -> tuple[np.ndarray, np.ndarray]:
+        if len(vals) <= width:
+            return vals, ids
+        keep = np.argpartition(vals, len(vals) - width)[len(vals) - width :]
+        return vals[keep], ids[keep]
+
+    def _canonical_one(self, w, vals, ids, tol, k, width):
+        """One-row twin of :meth:`_canonical_many` (same result, less overhead)."""
+        finite = np.isfinite(vals)
+        count = int(finite.sum())
+        kth = float(-np.partition(-vals, k - 1)[k - 1]) if count >= k else -np.inf
+        cand = ids[finite & (vals >= kth - tol)]
+        s64 = _tree_sum(w.astype(np.float64) * self._vec64[cand])
+        order = np.lexsort((self._rank_of_internal[cand], -s64))
+        top = cand[order[:k]]
+        kth64 = float(s64[order[k - 1]]) if len(order) >= k else -np.inf
+        overflow = len(vals) == width and count == width and float(vals.min()) >= kth - tol
+        return top, kth64, overflow
+
+    def _search_one(self, w: np.ndarray, excl: np.ndarray, k: int) -> np.ndarray:
+        """Top-k index positions for one vector; ``excl`` sorted unique index positions."""
+        index = self._ensure_index()
+        w = np.ascontiguousarray(w, dtype=np.float32)
+        width = k + _SLACK
+        tol = float(self._tol(w[None, :])[0])
+        bound, estimate = index.bounds(w[None, :])
+        bound, estimate = bound[0], estimate[0]
+        nc = index.n_clusters
+        p = min(self.probe, nc)
+        probe = np.argpartition(estimate, nc - p)[nc - p :] if p < nc else np.arange(nc)
+        vals, ids = self._keep_best(*self._scan_one(w, probe, excl), width)
+        if self.candidates is None:
+            finite = vals[np.isfinite(vals)]
+            theta = float(-np.partition(-finite, k - 1)[k - 1]) if len(finite) >= k else -np.inf
+            theta -= tol
+        else:
+            theta = self._canonical_one(w, vals, ids, tol, k, width)[1] - tol
+        need = bound >= theta - tol
+        need[probe] = False
+        clusters = np.flatnonzero(need)
+        if self.candidates is not None and len(clusters):
+            zeros = np.zeros(len(clusters), dtype=np.int64)
+            clusters = self._budget_cut(zeros, clusters, bound[clusters])[1]
+        if len(clusters):
+            more_vals, more_ids = self._scan_one(w, clusters, excl)
+            vals, ids = self._keep_best(
+                np.concatenate([vals, more_vals]), np.concatenate([ids, more_ids]), width
+            )
+        top, _, overflow = self._canonical_one(w, vals, ids, tol, k, width)
+        if overflow:  # near-ties beyond the buffer: score everything
+            return self._exact_internal(w, excl, k)
+        return top
+
+    def _exact_internal(self, w: np.ndarray, excl: np.ndarray, k: int) -> np.ndarray:
+        """Brute-force canonical top-k over every available item (index positions)."""
+        self._ensure_index()
+        w = np.asarray(w, dtype=np.float32)
+        scores = self._vec @ w
+        scores[excl] = -np.inf
+        tol = float(self._tol(w[None, :])[0])
+        ids = np.arange(len(scores))
+        return self._canonical_one(w, scores, ids, tol, k, len(scores) + 1)[0]
+
+    # ------------------------------------------------------------------ model top-k, public
+
+    def _model_one(self, w: np.ndarray, exclude: np.ndarray, k: int) -> np.ndarray:
+        """Served model top-k bundle positions for one vector (fewer if fewer are allowed)."""
+        if k <= 0:
+            return np.zeros(0, dtype=np.int64)
+        if self._constant:  # all scores equal: the canonical order is the popularity order
+            return self._popular[~np.isin(self._popular, exclude)][:k]
+        self._ensure_index()
+        internal = self._internal[exclude] if len(exclude) else np.zeros(0, dtype=np.int64)
+        excl = np.unique(internal[internal >= 0])
+        return self._items[self._search_one(w, excl, k)]
+
+    def _model_many(self, w, excl_rows, excl_items, k) -> np.ndarray:
+        """Served model top-k bundle positions per row (n x k, -1 padded)."""
+        n = len(w)
+        if k <= 0 or n == 0:
+            return np.full((n, max(k, 0)), -1, dtype=np.int64)
+        if self._constant:
+            out = np.full((n, k), -1, dtype=np.int64)
+            for i in range(n):
+                picks = self._model_one(w[i], excl_items[excl_rows == i], k)
+                out[i, : len(picks)] = picks
+            return out
+        self._ensure_index()
+        internal = self._internal[excl_items]
+        ok = internal >= 0
+        out = self._search_many(w, (excl_rows[ok], internal[ok]), k)
+        return np.where(out >= 0, self._items[np.maximum(out, 0)], -1)
+
+    def top_k(self, user_vector: np.ndarray, k: int, exclude: Sequence[int] = ()) -> np.ndarray:
+        """The served model ranking of one vector (the fast path).
+
+        Parameters
+        ----------
+        user_vector : numpy.ndarray
+            (d + 1,) vector in the bundle's space.
+        k : int
+            Number of items.
+        exclude : sequence of int
+            Item *positions* (in ``bundle.item_ids``) to leave out.
+
+        Returns
+        -------
+        numpy.ndarray
+            Item positions, best first (fewer than ``k`` when fewer are allowed).
+        """
+        return self._model_one(np.asarray(user_vector), np.asarray(exclude, dtype=np.int64), k)
+
+    def exact_top_k(
+        self, user_vector: np.ndarray, k: int, exclude: Sequence[int] = ()
+    ) -> np.ndarray:
+        """Reference for :meth:`top_k`: scores every available item (slow; for measuring)."""
+        exclude = np.asarray(exclude, dtype=np.int64)
+        if self._constant or k <= 0:
+            return self._model_one(np.asarray(user_vector), exclude, k)
+        self._ensure_index()
+        internal = self._internal[exclude] if len(exclude) else exclude
+        excl = np.unique(internal[internal >= 0])
+        return self._items[self._exact_internal(np.asarray(user_vector), excl, k)]
+
+    # ------------------------------------------------------------------ policies
+
+    def _policy_shape(self, policy: str, k: int) -> tuple[int, bool]:
+        """(leading recent slots, use model scores) of a policy."""
+        return {
+            "model": (0, True),
+            "popular": (0, False),
+            "recent": (k, False),
+            "blend": (min(self.recent_slots, k), True),
+        }[policy]
+
+    def _rank_one(
+        self,
+        w: np.ndarray | None,
+        hist: np.ndarray,
+        bought: np.ndarray,
+        k: int,
+        head_slots: int,
+        use_model: bool,
+    ) -> tuple[list[int], list[int]]:
+        """One visitor: (bundle positions, part codes 0 recent / 1 model / 2 popular).
+
+        Same result as one row of :meth:`_rank_many`, with Python sets on short lists.
+        """
+        available = self.bundle.item_available
+        banned = {int(i) for i in bought}
+        chosen: list[int] = []
+        parts: list[int] = []
+        for item in hist.tolist():
+            if len(chosen) >= min(head_slots, k):
+                break
+            if item not in banned and available[item]:
+                chosen.append(item)
+                parts.append(0)
+                banned.add(item)
+        if use_model and w is not None and len(chosen) < k:
+            exclude = np.fromiter(banned, dtype=np.int64, count=len(banned))
+            model = self._model_one(w, exclude, k)[: k - len(chosen)].tolist()
+            chosen += model
+            parts += [1] * len(model)
+            banned.update(model)
+        if len(chosen) < k:
+            for item in self._popular[: k + len(banned)].tolist():
+                if item not in banned:
+                    chosen.append(item)
+                    parts.append(2)
+                    if len(chosen) == k:
+                        break
+        return chosen, parts
+
+    def _rank_many(self, w, hist, bought, n, k, head_slots, use_model) -> np.ndarray:
+        """Vectorised :meth:`_rank_one` for n visitors; ``hist`` / ``bought`` are (row, pos)
+        pairs in row order (history most recent first). Returns n x k positions, -1 padded."""
+        n_items = self.bundle.n_items
+        out = np.full((n, k), -1, dtype=np.int64)
+        bought_keys = np.unique(bought[0] * n_items + bought[1])
+        filled = np.zeros(n, dtype=np.int64)
+
+        h_rows, h_items = hist
+        allowed = self.bundle.item_available[h_items] & ~np.isin(
+            h_rows * n_items + h_items, bought_keys
+        )
+        h_rows, h_items = h_rows[allowed], h_items[allowed]
+        rank = _rank_in_runs(h_rows)
+        take = rank < min(head_slots, k)
+        h_rows, h_items, rank = h_rows[take], h_items[take], rank[take]
+        out[h_rows, rank] = h_items
+        filled += np.bincount(h_rows, minlength=n)
+
+        if use_model and w is not None and k > 0:
+            excl_rows = np.concatenate([bought[0], h_rows])
+            excl_items = np.concatenate([bought[1], h_items])
+            model = self._model_many(w, excl_rows, excl_items, k)
+            need = k - filled
+            valid = (model >= 0) & (np.arange(k)[None, :] < need[:, None])
+            r, c = np.nonzero(valid)
+            out[r, filled[r] + c] = model[r, c]
+            filled += valid.sum(axis=1)
+
+        # pad with popular items not bought and not already chosen
+        taken_r, taken_c = np.nonzero(out >= 0)
+        ex_keys = np.unique(np.r_[bought_keys, taken_r * n_items + out[taken_r, taken_c]])
+        per_row = np.bincount(ex_keys // n_items, minlength=n)
+        width = min(len(self._popular), k + int(per_row.max(initial=0)))
+        cand = np.broadcast_to(self._popular[:width], (n, width))
+        free = ~np.isin(np.arange(n)[:, None] * n_items + cand, ex_keys)
+        order = np.cumsum(free, axis=1) - 1
+        pick = free & (order < (k - filled)[:, None])
+        r, c = np.nonzero(pick)
+        out[r, filled[r] + order[r, c]] = cand[r, c]
+        return out
+
+    def recommend(
+        self,
+        user_id: int,
+        k: int = 5,
+        session_items: Sequence[int] = (),
+        session_bought: Sequence[int] = (),
+    ) -> Recommendation:
+        """Top-``k`` items for one visitor.
+
+        Parameters
+        ----------
+        user_id : int
+            Visitor id; ids missing from the bundle are cold visitors.
+        k : int
+            Number of items (>= 0).
+        session_items : sequence of int
+            Item ids the visitor interacted with online since the bundle was built, in the
+            order the events happened (oldest first). For a known visitor they go in front
+            of the stored history; for an unknown one they drive the fold-in. Unknown item
+            ids are ignored.
+        session_bought : sequence of int
+            Item ids bought online: never recommended.
+
+        Returns
+        -------
+        Recommendation
+            ``source`` is the policy for a known visitor; for an unknown one with known
+            session items ``"fold_in"`` (policies model / blend) or the policy name (recent /
+            popular); ``"popular"`` otherwise.
+        """
+        if k < 0:
+            raise ValueError(f"k must be >= 0, got {k}")
+        b = self.bundle
+        user = int(_positions(b.user_ids, np.array([user_id]))[0])
+        sess = _positions(b.item_ids, np.asarray(session_items, dtype=np.int64)[::-1])
+        sess = sess[sess >= 0]
+        stored = b.history(user) if user >= 0 else np.zeros(0, dtype=np.int64)
+        hist = np.concatenate([sess, stored]).astype(np.int64)
+        if len(sess):
+            _, first = np.unique(hist, return_index=True)
+            hist = hist[np.sort(first)]  # dedup, most recent first
+        sold = _positions(b.item_ids, np.asarray(session_bought, dtype=np.int64))
+        bought = b.bought(user) if user >= 0 else np.zeros(0, dtype=np.int64)
+        bought = np.concatenate([bought, sold[sold >= 0]]).astype(np.int64)
+
+        w: np.ndarray | None
+        if user >= 0:
+            source, w = self.policy, b.user_vectors[user]
+            head, use_model = self._policy_shape(self.policy, k)
+        elif len(sess):
+            fold = self.policy in ("model", "blend")
+            source = "fold_in" if fold else self.policy
+            w = np.append(b.item_vectors[sess, :-1].mean(axis=0), 1.0) if fold else None
+            head = min(self.recent_slots, k) if fold else (k if self.policy == "recent" else 0)
+            use_model = fold
+        else:
+            source, w, head, use_model = "popular", None, 0, False
+        if w is not None:
+            w = w.astype(np.float32)
+
+        positions, parts = self._rank_one(w, hist, bought, k, head, use_model)
+        pos = np.asarray(positions, dtype=np.int64)
+        if w is None:  # cold: the score of an all-zero embedding, i.e. the item bias
+            w = np.zeros(b.item_vectors.shape[1], dtype=np.float32)
+            w[-1] = 1.0
+        scores = _tree_sum(w.astype(np.float64) * b.item_vectors[pos].astype(np.float64))
+        seen = {int(c) for c in b.item_category[hist] if c >= 0}
+        categories = b.item_category[pos].tolist()
+        model_reason = REASON_FOR_YOU if user >= 0 else REASON_SIMILAR
+        reasons = [
+            REASON_VIEWED
+            if part == 0
+            else model_reason
+            if part == 1
+            else REASON_CATEGORY
+            if category in seen
+            else REASON_POPULAR
+            for part, category in zip(parts, categories, strict=True)
+        ]
+        return Recommendation(
+            user_id=int(user_id),
+            item_ids=b.item_ids[pos].tolist(),
+            scores=scores.tolist(),
+            reasons=reasons,
+            source=source,
+        )
+
+    def recommend_batch(self, user_ids: np.ndarray, k: int, chunk: int = 4096) -> np.ndarray:
+        """Top-``k`` item ids for many visitors without session: the ranking of
+        :meth:`recommend`, computed with matrix products over chunks of visitors.
+
+        Parameters
+        ----------
+        user_ids : numpy.ndarray
+            Visitor ids (unknown ones get the popular fallback).
+        k : int
+            Items per visitor.
+        chunk : int
+            Visitors ranked together (memory ~ ``chunk * n_clusters * 12`` bytes).
+
+        Returns
+        -------
+        numpy.ndarray
+            int64 (n x k) item ids, -1 where fewer than ``k`` items are allowed.
+        """
+        if k < 0:
+            raise ValueError(f"k must be >= 0, got {k}")
+        b = self.bundle
+        users = _positions(b.user_ids, np.asarray(user_ids, dtype=np.int64).ravel())
+        result = np.full((len(users), k), -1, dtype=np.int64)
+        cold = np.flatnonzero(users < 0)
+        pad = b.item_ids[self._popular[:k]]
+        result[cold[:, None], np.arange(len(pad))[None, :]] = pad
+        warm = np.flatnonzero(users >= 0)
+        head, use_model = self._policy_shape(self.policy, k)
+        for s in range(0, len(warm), chunk):
+            rows = warm[s : s + chunk]
+            u = users[rows]
+            hist = _csr_rows(b.history_indptr, b.history_items, u)
+            bought = _csr_rows(b.bought_indptr, b.bought_items, u)
+            out = self._rank_many(b.user_vectors[u], hist, bought, len(u), k, head, use_model)
+            result[rows] = np.where(out >= 0, b.item_ids[np.maximum(out, 0)], -1)
+        return result

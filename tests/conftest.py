@@ -1,0 +1,45 @@
+"""Fixtures shared by every test: event store URLs on a real SQLite file and real PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+
+#: the PostgreSQL server the tests talk to (trust auth, database ``test``)
+PG_DSN = "postgresql://postgres@127.0.0.1:5432/test"
+PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+
+@pytest.fixture
+def tmp_sqlite_url(tmp_path: Path) -> str:
+    """URL of a SQLite file in a folder that does not exist yet (the store creates it)."""
+    return f"sqlite:///{tmp_path / 'store' / 'events.db'}"
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """URL of the real PostgreSQL, confined to a fresh schema dropped after the test.
+
+    Unreachable server: a failure when ``CI`` is set, else a skip.
+    """
+    try:
+        admin = psycopg.connect(PG_DSN, autocommit=True, connect_timeout=3)
+    except psycopg.OperationalError as exc:
+        message = f"PostgreSQL at {PG_DSN} is not reachable: {exc}"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    schema = f"test_{uuid.uuid4().hex[:12]}"
+    with admin:
+        admin.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+        try:
+            # every connection of the URL sees only this schema (temp tables stay in pg_temp)
+            yield f"{PG_URL}?options=-csearch_path%3D{schema}"
+        finally:
+            admin.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))

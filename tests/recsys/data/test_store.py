@@ -1,0 +1,217 @@
+"""The event store on a real SQLite file and on the real PostgreSQL server."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sqlalchemy import select
+
+from recsys import columns as C
+from recsys.data import EventStore, load_events
+from recsys.data.store import events_table
+from recsys.exceptions import DataValidationError
+
+# lines 2..9 of events.csv: one exact duplicate (line 7 = line 2), one transaction,
+# two events in the same millisecond, not time-sorted
+EVENTS_CSV = """timestamp,visitorid,event,itemid,transactionid
+1433221332117,257597,view,355908,
+1433224214164,992329,view,248676,
+1433221999827,111016,addtocart,318965,
+1433222147345,111016,transaction,318965,4000
+1433221332117,100,view,5,
+1433221332117,257597,view,355908,
+1433224214164,992329,addtocart,248676,
+1433230000000,7,view,5,
+"""
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def store_url(request: pytest.FixtureRequest) -> str:
+    """The URL of an empty store, once per backend."""
+    name = "tmp_sqlite_url" if request.param == "sqlite" else "pg_url"
+    return request.getfixturevalue(name)
+
+
+@pytest.fixture
+def store(store_url: str) -> Iterator[EventStore]:
+    store = EventStore(store_url)
+    store.create_schema()
+    yield store
+    store.engine.dispose()
+
+
+@pytest.fixture
+def raw(tmp_path: Path) -> Path:
+    folder = tmp_path / "raw"
+    folder.mkdir()
+    (folder / C.EVENTS_FILE).write_text(EVENTS_CSV)
+    return folder
+
+
+def posted(rows: list[tuple[int, int, str, int, int | None, str | None]]) -> pd.DataFrame:
+    """A batch shaped like the service's: load_events columns plus request_id."""
+    events = [r[2] for r in rows]
+    known = set(events) <= set(C.EVENT_TYPES)
+    return pd.DataFrame(
+        {
+            C.TIMESTAMP: np.array([r[0] for r in rows], dtype=np.int64),
+            C.VISITOR: np.array([r[1] for r in rows], dtype=np.int64),
+            C.EVENT: pd.Categorical(events, categories=list(C.EVENT_TYPES)) if known else events,
+            C.ITEM: np.array([r[3] for r in rows], dtype=np.int64),
+            C.TRANSACTION: pd.array([r[4] for r in rows], dtype="Int64"),
+            C.REQUEST_ID: pd.array([r[5] for r in rows], dtype="string"),
+        }
+    )
+
+
+def test_constructing_creates_nothing_and_does_not_connect(tmp_path: Path) -> None:
+    folder = tmp_path / "not" / "yet"
+    store = EventStore(f"sqlite:///{folder / 'events.db'}")
+    assert not folder.exists()
+    # nothing listens on port 9: connecting would fail
+    EventStore("postgresql+psycopg://nobody@127.0.0.1:9/none")
+    store.create_schema()
+    assert (folder / "events.db").is_file()
+
+
+def test_import_round_trip_equals_load_events(store: EventStore, raw: Path) -> None:
+    expected = load_events(raw / C.EVENTS_FILE)
+    assert store.import_folder(raw) == len(expected) == 7
+    pd.testing.assert_frame_equal(store.read_events(), expected)
+
+
+def test_importing_twice_stores_events_once(store: EventStore, raw: Path) -> None:
+    assert store.import_folder(raw) == 7
+    assert store.import_folder(raw) == 0
+    # a file with one more event: only that one is new (NULL transactionids included)
+    extra = EVENTS_CSV + "1433230000001,8,view,6,\n"
+    (raw / C.EVENTS_FILE).write_text(extra)
+    assert store.import_folder(raw) == 1
+    assert len(store.read_events()) == 8
+
+
+def test_read_events_window_is_half_open(store: EventStore, raw: Path) -> None:
+    store.import_folder(raw)
+    every = load_events(raw / C.EVENTS_FILE)
+    start, end = 1433221999827, 1433224214164  # both are event timestamps
+    window = store.read_events(start, end)
+    expected = every[(every[C.TIMESTAMP] >= start) & (every[C.TIMESTAMP] < end)]
+    pd.testing.assert_frame_equal(window, expected.reset_index(drop=True))
+    assert window[C.TIMESTAMP].tolist() == [1433221999827, 1433222147345]
+    assert len(store.read_events(start_ms=end)) == 3
+    assert len(store.read_events(end_ms=start)) == 2
+
+
+def test_empty_store_reads_an_empty_typed_frame(store: EventStore, raw: Path) -> None:
+    empty = store.read_events()
+    assert empty.empty
+    pd.testing.assert_series_equal(empty.dtypes, load_events(raw / C.EVENTS_FILE).dtypes)
+
+
+def test_append_events_keeps_request_id_and_skips_repeats(store: EventStore, raw: Path) -> None:
+    store.import_folder(raw)
+    batch = posted(
+        [
+            (1700000000000, 555, C.ADDTOCART, 42, None, "req-1"),
+            (1700000000001, 555, C.PURCHASE, 42, 9001, "req-1"),
+            (1700000000002, 556, C.VIEW, 43, None, None),
+            # already imported from the file
+            (1433221332117, 257597, C.VIEW, 355908, None, "req-2"),
+        ]
+    )
+    assert store.append_events(batch) == 3
+    assert store.append_events(batch) == 0
+    with store.engine.connect() as conn:
+        stored = dict(
+            conn.execute(
+                select(events_table.c[C.TIMESTAMP], events_table.c[C.REQUEST_ID]).where(
+                    events_table.c[C.TIMESTAMP] >= 1700000000000
+                )
+            ).all()
+        )
+    assert stored == {1700000000000: "req-1", 1700000000001: "req-1", 1700000000002: None}
+    events = store.read_events(start_ms=1700000000000)
+    assert C.REQUEST_ID not in events.columns
+    assert events[C.TRANSACTION].tolist() == [pd.NA, 9001, pd.NA]
+    assert events[C.EVENT].tolist() == [C.ADDTOCART, C.PURCHASE, C.VIEW]
+
+
+@pytest.mark.parametrize(
+    ("row", "column"),
+    [
+        ((1700000000000, 1, "click", 2, None, None), C.EVENT),
+        ((1700000000000, 1, C.VIEW, 2, 5, None), C.TRANSACTION),
+        ((1700000000000, 1, C.PURCHASE, 2, None, None), C.TRANSACTION),
+        ((10, 1, C.VIEW, 2, None, None), C.TIMESTAMP),
+        ((1700000000000, -1, C.VIEW, 2, None, None), C.VISITOR),
+        ((1700000000000, 1, C.VIEW, 2, None, "r" * 65), C.REQUEST_ID),
+    ],
+    ids=["event", "tx-on-view", "tx-missing", "timestamp", "negative-visitor", "long-request"],
+)
+def test_append_events_rejects_a_broken_batch_whole(
+    store: EventStore, row: tuple, column: str
+) -> None:
+    good = (1700000000000, 1, C.VIEW, 3, None, None)
+    batch = posted([good, good[:3] + (4,) + good[4:], row])
+    with pytest.raises(DataValidationError, match="row 2") as caught:
+        store.append_events(batch)
+    assert caught.value.column == column
+    assert store.read_events().empty
+
+
+def exposures_frame() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            C.REQUEST_ID: ["a1", "b2", "c3"],
+            C.TIMESTAMP: np.array([1700000000000, 1700000000500, 1700000001000], dtype=np.int64),
+            C.VISITOR: np.array([555, 556, 555], dtype=np.int64),
+            C.EXPERIMENT: ["default"] * 3,
+            C.VARIANT: ["control", "treatment", "control"],
+            C.MODEL_VERSION: ["3", "3", "4"],
+            C.ITEM_IDS: [[42, 7, 1], [5], []],
+        }
+    )
+
+
+def test_exposures_round_trip_and_request_id_is_unique(store: EventStore) -> None:
+    exposures = exposures_frame()
+    assert store.log_exposures(exposures) == 3
+    pd.testing.assert_frame_equal(store.read_exposures(), exposures)
+    back = store.read_exposures()
+    assert back[C.TIMESTAMP].dtype == np.int64 and back[C.VISITOR].dtype == np.int64
+    # the same requests again, plus one given as comma-separated text: only that one is new
+    again = exposures_frame()
+    again.loc[3] = ["d4", 1700000002000, 9, "default", "control", "4", "11,12"]
+    assert store.log_exposures(again) == 1
+    assert store.read_exposures(start_ms=1700000001000)[C.ITEM_IDS].tolist() == [[], [11, 12]]
+
+
+def test_sqlite_bulk_path_rebuilds_the_visitor_index_atomically(
+    tmp_sqlite_url: str, raw: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sqlite3
+
+    import recsys.data.store as store_module
+
+    monkeypatch.setattr(store_module, "_SQLITE_REBUILD_ROWS", 1)  # every batch is "bulk"
+    store = EventStore(tmp_sqlite_url)
+    assert store.import_folder(raw) == 7
+    pd.testing.assert_frame_equal(store.read_events(), load_events(raw / C.EVENTS_FILE))
+    # a batch failing halfway: a view given a transactionid after validation
+    broken = store_module._validated_events(
+        posted(
+            [(1700000000000, 1, C.VIEW, 2, None, None), (1700000000001, 1, C.VIEW, 2, None, None)]
+        )
+    )
+    broken.loc[1, C.TRANSACTION] = 5
+    with pytest.raises(sqlite3.IntegrityError, match="ck_events_transaction"):
+        store._insert_events(broken)
+    with store.engine.connect() as conn:
+        indexes = set(conn.exec_driver_sql("SELECT name FROM sqlite_master").scalars())
+    assert "ix_events_visitorid" in indexes
+    assert len(store.read_events()) == 7
+    store.engine.dispose()

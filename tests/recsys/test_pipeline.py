@@ -1,0 +1,119 @@
+"""The whole pipeline on tiny synthetic data against a real (SQLite-backed) MLflow store."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+
+from recsys.bundle import Bundle
+from recsys.config import Settings
+from recsys.pipeline import PipelineConfig, headline, run_pipeline
+from recsys.serving import Recommender
+from recsys.tracking import download_bundle
+
+pytestmark = pytest.mark.slow
+
+FAST = {
+    "loss": "warp",
+    "no_components": 16,
+    "learning_rate": 0.05,
+    "item_alpha": 1e-6,
+    "user_alpha": 1e-6,
+    "epochs": 5,
+}
+#: a model that cannot have learned anything useful: one epoch, tiny learning rate
+CRIPPLED = {**FAST, "no_components": 2, "learning_rate": 1e-5, "epochs": 1}
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory, tiny_raw: Path) -> dict:
+    var = tmp_path_factory.mktemp("var")
+    settings = Settings(var_dir=var)
+    first = run_pipeline(
+        PipelineConfig(data_dir=tiny_raw, trials=2, lightfm=dict(FAST), progress=False), settings
+    )
+    return {"settings": settings, "first": first, "raw": tiny_raw}
+
+
+def test_first_run_becomes_champion_beating_every_baseline(store: dict) -> None:
+    first = store["first"]
+    assert first.alias == "champion", first.decision.reason
+    served = "lightfm" if first.policy == "model" else "lightfm+recent"
+    for baseline in ("popular", "recent"):
+        assert headline(first.results, served) > headline(first.results, baseline)
+    # every model is reported per target and segment, on the same split
+    index = first.results.index
+    assert {"popular", "recent", "lightfm", "lightfm+recent"} <= set(index.get_level_values(0))
+    assert {"addtocart", "any"} == set(index.get_level_values(1))
+    assert {"warm", "cold", "all"} == set(index.get_level_values(2))
+
+
+def test_worse_model_is_challenger_with_reason(store: dict) -> None:
+    settings: Settings = store["settings"]
+    second = run_pipeline(
+        PipelineConfig(
+            data_dir=store["raw"],
+            trials=0,
+            lightfm=dict(CRIPPLED),
+            default_policy="model",
+            progress=False,
+        ),
+        settings,
+    )
+    assert second.alias == "challenger"
+    assert "does not beat" in second.decision.reason
+    client = MlflowClient(settings.resolved_tracking_uri, settings.resolved_tracking_uri)
+    champion = client.get_model_version_by_alias(settings.model_name, "champion")
+    assert champion.version == store["first"].model_version
+    tag = client.get_model_version(settings.model_name, second.model_version).tags["gate"]
+    assert tag == second.decision.reason
+
+
+def test_run_logs_metrics_plots_tuning_and_profile(store: dict) -> None:
+    settings: Settings = store["settings"]
+    client = MlflowClient(settings.resolved_tracking_uri)
+    run = client.get_run(store["first"].run_id)
+    assert "lightfm_plus_recent.addtocart.warm.precision_at_5" in run.data.metrics
+    assert "popular.any.cold.ndcg_at_5" in run.data.metrics
+    history = client.get_metric_history(run.info.run_id, "curve_holdout_precision_at_5")
+    assert len(history) == FAST["epochs"] or len(history) >= 5
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")}
+    assert "evaluation/precision_at_k.png" in artifacts
+    assert {a.path for a in client.list_artifacts(run.info.run_id, "tuning")} == {
+        "tuning/trials.csv"
+    }
+    assert client.list_artifacts(run.info.run_id, "data_profile.json")
+    nested = client.search_runs(
+        [run.info.experiment_id], f"tags.mlflow.parentRunId = '{run.info.run_id}'"
+    )
+    assert len(nested) == 2
+
+
+def test_pyfunc_round_trip_in_a_separate_process(store: dict, tmp_path: Path) -> None:
+    settings: Settings = store["settings"]
+    uri = settings.resolved_tracking_uri
+    path, _ = download_bundle("models:/recsys-lightfm@champion", tmp_path / "cache", uri)
+    bundle = Bundle.load(path)
+    users = [int(u) for u in bundle.user_ids[:5]] + [10**12]  # 4 warm + an unknown visitor
+    code = (
+        "import json, sys, mlflow, pandas as pd\n"
+        f"mlflow.set_tracking_uri({uri!r}); mlflow.set_registry_uri({uri!r})\n"
+        "m = mlflow.pyfunc.load_model('models:/recsys-lightfm@champion')\n"
+        f"out = m.predict(pd.DataFrame({{'user_id': {users!r}}}))\n"
+        "json.dump([list(map(int, x)) for x in out['item_ids']], sys.stdout)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    remote = json.loads(done.stdout.strip().splitlines()[-1])
+    local = Recommender(bundle, policy=bundle.metadata["policy"])
+    assert remote == [local.recommend(u, 5).item_ids for u in users]
+    assert all(len(items) == 5 for items in remote)
+    assert np.isin(remote[-1], bundle.item_ids[bundle.popular[:50]]).all()

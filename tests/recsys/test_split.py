@@ -1,0 +1,89 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from recsys.columns import DATETIME, EVENT, EVENT_TYPES, ITEM, TIMESTAMP, TRANSACTION, VISITOR
+from recsys.exceptions import ConfigurationError
+from recsys.split import DAY_MS, TimeSplit, make_split, window
+
+T0 = 1_431_226_800_000  # 2015-05-10 03:00 UTC
+
+
+def make_events(rows: list[tuple[int, int, str, int]]) -> pd.DataFrame:
+    """Events frame with the dtypes of ``load_events`` from (timestamp, visitor, event, item)."""
+    frame = pd.DataFrame(rows, columns=[TIMESTAMP, VISITOR, EVENT, ITEM]).astype(
+        {TIMESTAMP: "int64", VISITOR: "int64", ITEM: "int64"}
+    )
+    frame[EVENT] = pd.Categorical(frame[EVENT], categories=list(EVENT_TYPES))
+    frame.insert(4, TRANSACTION, pd.array([pd.NA] * len(frame), dtype="Int64"))
+    frame[DATETIME] = pd.to_datetime(frame[TIMESTAMP], unit="ms", utc=True).astype(
+        "datetime64[ms, UTC]"
+    )
+    return frame
+
+
+@pytest.fixture
+def events() -> pd.DataFrame:
+    # one event a day for 20 days, visitor 100 + day
+    return make_events([(T0 + d * DAY_MS, 100 + d, "view", 7) for d in range(20)])
+
+
+def test_make_split_puts_holdout_on_the_last_days(events: pd.DataFrame) -> None:
+    split = make_split(events, holdout_days=7, validation_days=5)
+    last = T0 + 19 * DAY_MS
+    assert split == TimeSplit(
+        validation_start_ms=last + 1 - 12 * DAY_MS,
+        holdout_start_ms=last + 1 - 7 * DAY_MS,
+        end_ms=last + 1,
+    )
+    holdout = window(events, split.holdout_start_ms, split.end_ms)
+    validation = window(events, split.validation_start_ms, split.holdout_start_ms)
+    train = window(events, None, split.validation_start_ms)
+    # days 13..19 in holdout (day 12 is 1 ms too early), 8..12 validation, 0..7 train
+    assert holdout[VISITOR].tolist() == list(range(113, 120))
+    assert validation[VISITOR].tolist() == list(range(108, 113))
+    assert train[VISITOR].tolist() == list(range(100, 108))
+
+
+def test_make_split_is_order_independent(events: pd.DataFrame) -> None:
+    shuffled = events.sample(frac=1.0, random_state=0)
+    assert make_split(shuffled) == make_split(events)
+
+
+def test_make_split_with_zero_validation_days(events: pd.DataFrame) -> None:
+    split = make_split(events, holdout_days=3, validation_days=0)
+    assert split.validation_start_ms == split.holdout_start_ms
+    assert window(events, split.validation_start_ms, split.holdout_start_ms).empty
+
+
+@pytest.mark.parametrize(("holdout_days", "validation_days"), [(0, 7), (7, -1), (15, 5), (20, 0)])
+def test_make_split_rejects_bad_windows(
+    events: pd.DataFrame, holdout_days: int, validation_days: int
+) -> None:
+    with pytest.raises(ConfigurationError):
+        make_split(events, holdout_days=holdout_days, validation_days=validation_days)
+
+
+def test_make_split_rejects_empty_events(events: pd.DataFrame) -> None:
+    with pytest.raises(ConfigurationError, match="empty"):
+        make_split(events.iloc[:0])
+
+
+def test_window_is_half_open_and_keeps_dtypes(events: pd.DataFrame) -> None:
+    start, end = T0 + 2 * DAY_MS, T0 + 5 * DAY_MS
+    part = window(events, start, end)
+    assert part[TIMESTAMP].tolist() == [start, start + DAY_MS, start + 2 * DAY_MS]
+    assert part.dtypes.equals(events.dtypes)
+    assert part.index.tolist() == [0, 1, 2]
+    assert len(window(events, None, None)) == len(events)
+    assert window(events, end, None)[TIMESTAMP].min() == end
+    assert window(events, None, start)[TIMESTAMP].max() == start - DAY_MS
+    assert window(events, end, start).empty
+
+
+def test_window_does_not_modify_its_input(events: pd.DataFrame) -> None:
+    before = events.copy()
+    part = window(events, T0, T0 + DAY_MS)
+    part.loc[0, VISITOR] = -5
+    pd.testing.assert_frame_equal(events, before)
+    assert np.array_equal(events[VISITOR].to_numpy(), before[VISITOR].to_numpy())
