@@ -118,7 +118,7 @@ class ServiceMetrics:
         )
         self.registry_reachable = Gauge(
             "recsys_registry_reachable",
-            "1 when the last registry lookup succeeded, 0 when it failed.",
+            "0 when the last registry lookup failed, else 1 (also when no registry is used).",
             registry=reg,
         )
         self.reloads = Counter(

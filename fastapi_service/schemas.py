@@ -103,7 +103,9 @@ class Ready(BaseModel):
     model_version: str | None
     model_source: str | None = Field(description="registry, cache or local.")
     model_uri: str
-    registry_reachable: bool
+    registry_reachable: bool | None = Field(
+        description="Whether the last registry lookup succeeded (null for a local bundle)."
+    )
     detail: str | None = None
 
 

@@ -80,12 +80,8 @@ class Service:
 
         url = self.settings.db_url
         try:
-            if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
-                from pathlib import Path
-
-                Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
             store = EventStore(url)
-            store.create_schema()
+            store.create_schema()  # also creates the folder of a SQLite file
         except Exception as exc:
             # the service still recommends; POST /events answers 503 until a restart
             self.store_error = f"{type(exc).__name__}: {exc}"

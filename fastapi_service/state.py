@@ -61,7 +61,8 @@ class ModelState:
 
     def __init__(self) -> None:
         self.current: LoadedModel | None = None
-        self.registry_reachable: bool = True
+        #: whether the last registry lookup succeeded; None while no registry was asked
+        self.registry_reachable: bool | None = None
         self.last_error: str | None = None
         #: registry version whose load failed; polling does not retry it until the alias moves
         self.failed_version: str | None = None

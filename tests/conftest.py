@@ -16,6 +16,39 @@ PG_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
 
+#: seconds to make, and enough returning visitors in the holdout for a stable headline metric
+TINY_SCALE = 0.05
+
+
+@pytest.fixture(scope="session")
+def tiny_raw(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Synthetic RetailRocket files at 5% scale (~140k events), generated once per session."""
+    from recsys.data.synth import synthesize
+
+    out = tmp_path_factory.mktemp("raw")
+    synthesize(out, scale=TINY_SCALE, seed=7, progress=False)
+    return out
+
+
+def _require_postgres(dsn: str) -> None:
+    """Unreachable server: a failure when ``CI`` is set, else a skip."""
+    try:
+        psycopg.connect(dsn, connect_timeout=3).close()
+    except psycopg.OperationalError as exc:
+        message = f"PostgreSQL at {dsn} is not reachable: {exc}"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def pg_admin_dsn() -> str:
+    """A superuser connection string to the local PostgreSQL's maintenance database."""
+    dsn = "postgresql://postgres@127.0.0.1:5432/postgres"
+    _require_postgres(dsn)
+    return dsn
+
+
 @pytest.fixture
 def tmp_sqlite_url(tmp_path: Path) -> str:
     """URL of a SQLite file in a folder that does not exist yet (the store creates it)."""
@@ -28,13 +61,8 @@ def pg_url() -> Iterator[str]:
 
     Unreachable server: a failure when ``CI`` is set, else a skip.
     """
-    try:
-        admin = psycopg.connect(PG_DSN, autocommit=True, connect_timeout=3)
-    except psycopg.OperationalError as exc:
-        message = f"PostgreSQL at {PG_DSN} is not reachable: {exc}"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+    _require_postgres(PG_DSN)
+    admin = psycopg.connect(PG_DSN, autocommit=True, connect_timeout=3)
     schema = f"test_{uuid.uuid4().hex[:12]}"
     with admin:
         admin.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))

@@ -339,6 +339,11 @@ def make_bundle(
         Window of the fallback popularity ranking (see :func:`popularity_ranking`).
     history_cap : int
         Most recent distinct items kept per user.
+
+    Notes
+    -----
+    Popularity and history arrays depend only on ``data``: they are computed once per
+    ``TrainingData`` object and shared (read-only) by the bundles built from it.
     metadata : dict, optional
         Merged over the defaults (trained_at, cutoff_ms, popularity_window_days, history_cap).
 
@@ -347,9 +352,19 @@ def make_bundle(
     Bundle
         Validated.
     """
-    history_indptr, history_items, history_ts, bought_indptr, bought_items = user_item_lists(
-        data, history_cap
-    )
+    # the data-derived arrays do not depend on the model: computed once per TrainingData
+    # object (a learning curve exports a bundle after every epoch), shared read-only
+    cache = data.__dict__.setdefault("_bundle_arrays_cache", {})
+    key = (popularity_window_days, history_cap)
+    if key not in cache:
+        arrays = (
+            *user_item_lists(data, history_cap),
+            popularity_ranking(data, popularity_window_days),
+        )
+        for array in arrays:
+            array.flags.writeable = False
+        cache[key] = arrays
+    history_indptr, history_items, history_ts, bought_indptr, bought_items, popular = cache[key]
     meta: dict[str, Any] = {
         "trained_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "cutoff_ms": int(data.cutoff_ms),
@@ -367,7 +382,7 @@ def make_bundle(
         item_vectors=item_vectors,
         user_ids=data.user_ids,
         user_vectors=user_vectors,
-        popular=popularity_ranking(data, popularity_window_days),
+        popular=popular,
         item_category=data.item_category,
         item_available=data.item_available,
         history_indptr=history_indptr,

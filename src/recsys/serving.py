@@ -80,14 +80,16 @@ def _positions(sorted_ids: np.ndarray, ids: np.ndarray) -> np.ndarray:
 
 def _tree_sum(x: np.ndarray) -> np.ndarray:
     """Sum over the last axis in a fixed pairwise order (same bits whatever the batch shape)."""
-    width = 1 << max(0, (x.shape[-1] - 1).bit_length())
-    if width != x.shape[-1]:
-        pad = np.zeros((*x.shape[:-1], width - x.shape[-1]), dtype=x.dtype)
-        x = np.concatenate([x, pad], axis=-1)
-    while x.shape[-1] > 1:
-        half = x.shape[-1] // 2
-        x = x[..., :half] + x[..., half:]
-    return x[..., 0]
+    width = x.shape[-1]
+    if width == 0:
+        return np.zeros(x.shape[:-1], dtype=x.dtype)
+    power = 1 << (width.bit_length() - 1)  # largest power of two <= width
+    head = x[..., :power]
+    while head.shape[-1] > 1:
+        half = head.shape[-1] // 2
+        head = head[..., :half] + head[..., half:]
+    total = head[..., 0]
+    return total + _tree_sum(x[..., power:]) if power < width else total
 
 
 def _rank_in_runs(rows: np.ndarray) -> np.ndarray:
@@ -241,6 +243,7 @@ class _ClusterIndex:
         )
         # rounded up, so that float32 arithmetic keeps it an upper bound
         self.table = (table + 1e-6 * (np.abs(table) + 1)).astype(np.float32)
+        self.slope = np.diff(self.table, axis=0)
         self.radius = self.radius.astype(np.float32)
         self.bias_max = self.bias_max.astype(np.float32)
         self.bias_min = self.bias_min.astype(np.float32)
@@ -256,21 +259,19 @@ class _ClusterIndex:
         # single request gets bit-identical bounds to the same user inside a batch
         padded = np.vstack([emb, emb]) if len(emb) == 1 else emb
         dot = (padded @ self.centroids_t)[: len(emb)]
-        t = np.sqrt(_tree_sum(emb.astype(np.float64) ** 2))
-        pos = np.minimum(t / self.dt, _GRID - 1)
+        t = np.sqrt(_tree_sum(emb * emb))  # same bits for a row alone or in a batch
+        pos = np.minimum(t / np.float32(self.dt), np.float32(_GRID - 1))
         g = np.minimum(pos.astype(np.int64), _GRID - 2)
-        frac = (pos - g).astype(np.float32)[:, None]
-        low = self.table[g]
-        env = frac * (self.table[g + 1] - low)
-        env += low  # chord of a convex function: above it
-        beyond = np.maximum(t - self.t_max, 0.0).astype(np.float32)
+        env = self.slope[g]
+        env *= (pos - g.astype(np.float32))[:, None]
+        env += self.table[g]  # chord of a convex function: above it
+        beyond = np.maximum(t - np.float32(self.t_max), np.float32(0))
         if beyond.any():  # past the grid the slope is at most the cluster radius
             env += beyond[:, None] * self.radius
         unit = last == 1.0
         if not unit.all():  # the bias is not weighted by 1: the looser ball bound
-            t32 = t.astype(np.float32)[:, None]
             weight = last[:, None]
-            loose = t32 * self.radius + np.where(
+            loose = t[:, None] * self.radius + np.where(
                 weight >= 0, weight * self.bias_max, weight * self.bias_min
             )
             env = np.where(unit[:, None], env, loose)
@@ -356,7 +357,6 @@ class Recommender:
             self._internal = np.full(self.bundle.n_items, -1, dtype=np.int64)
             self._internal[items] = np.arange(len(items))
             self._vec = np.ascontiguousarray(self.bundle.item_vectors[items])
-            self._vec64 = self._vec.astype(np.float64)
             # one record per row: ``take`` on records gathers rows much faster than 2-d indexing
             self._rows = self._vec.view(np.dtype((np.void, self._vec.shape[1] * 4))).ravel()
             self._rank_of_internal = self._pop_rank[items]
@@ -396,6 +396,8 @@ class Recommender:
         """
         index = self._index
         assert index is not None
+        if len(rows) == 0:
+            return
         order = np.lexsort((rows, clusters))
         rows, clusters, payload = rows[order], clusters[order], payload[order]
         cuts = np.flatnonzero(np.r_[True, clusters[1:] != clusters[:-1], True])
@@ -431,7 +433,7 @@ class Recommender:
         kth32[rows[rank == k - 1]] = vals[rank == k - 1]
         keep = vals >= kth32[rows] - tol[rows]
         rows, ids = rows[keep], ids[keep]
-        s64 = _tree_sum(w[rows].astype(np.float64) * self._vec64[ids])
+        s64 = _tree_sum(w[rows].astype(np.float64) * self._vec[ids].astype(np.float64))
         order = np.lexsort((self._rank_of_internal[ids], -s64, rows))
         rows, ids, s64 = rows[order], ids[order], s64[order]
         rank = _rank_in_runs(rows)
@@ -512,9 +514,11 @@ class Recommender:
         clusters = np.sort(clusters)  # then ``ids`` ascend
         starts, sizes = index.starts[clusters], index.sizes[clusters]
         ids = np.repeat(starts - np.cumsum(sizes) + sizes, sizes) + np.arange(sizes.sum())
+        if len(ids) == 0:
+            return np.zeros(0, dtype=np.float32), ids
         gathered = np.take(self._rows, ids).view(np.float32).reshape(len(ids), -1)
         scores = gathered @ w
-        if len(excl) and len(ids):
+        if len(excl):
             at = np.minimum(np.searchsorted(ids, excl), len(ids) - 1)
             scores[at[ids[at] == excl]] = -np.inf
         return scores, ids
@@ -532,7 +536,7 @@ class Recommender:
         count = int(finite.sum())
         kth = float(-np.partition(-vals, k - 1)[k - 1]) if count >= k else -np.inf
         cand = ids[finite & (vals >= kth - tol)]
-        s64 = _tree_sum(w.astype(np.float64) * self._vec64[cand])
+        s64 = _tree_sum(w.astype(np.float64) * self._vec[cand].astype(np.float64))
         order = np.lexsort((self._rank_of_internal[cand], -s64))
         top = cand[order[:k]]
         kth64 = float(s64[order[k - 1]]) if len(order) >= k else -np.inf
@@ -647,13 +651,18 @@ class Recommender:
     # ------------------------------------------------------------------ policies
 
     def _policy_shape(self, policy: str, k: int) -> tuple[int, bool]:
-        """(leading recent slots, use model scores) of a policy."""
-        return {
+        """(leading recent slots, use model scores) of a policy.
+
+        A constant model (e.g. a baseline's zero vectors) ranks exactly like the popular
+        padding, which then also explains its items honestly.
+        """
+        head, model = {
             "model": (0, True),
             "popular": (0, False),
             "recent": (k, False),
             "blend": (min(self.recent_slots, k), True),
         }[policy]
+        return head, model and not self._constant
 
     def _rank_one(
         self,
@@ -790,7 +799,7 @@ class Recommender:
             source = "fold_in" if fold else self.policy
             w = np.append(b.item_vectors[sess, :-1].mean(axis=0), 1.0) if fold else None
             head = min(self.recent_slots, k) if fold else (k if self.policy == "recent" else 0)
-            use_model = fold
+            use_model = fold and not self._constant
         else:
             source, w, head, use_model = "popular", None, 0, False
         if w is not None:

@@ -88,15 +88,19 @@ def log_bundle_model(bundle_dir: Path, model_name: str, name: str = "model") -> 
     )
     import recsys
 
-    info = mlflow.pyfunc.log_model(
-        name=name,
-        python_model=BundleModel(),
-        artifacts={BUNDLE_ARTIFACT: str(bundle_dir)},
-        code_paths=[str(Path(recsys.__file__).parent)],
-        signature=signature,
-        registered_model_name=model_name,
-        pip_requirements=["mlflow-skinny==3.17.2", "numpy", "pandas", "pydantic-settings"],
-    )
+    with tempfile.TemporaryDirectory() as tmp:
+        # MLflow keeps the folder's own name under artifacts/: make it the one readers expect
+        if bundle_dir.name != BUNDLE_ARTIFACT:
+            bundle_dir = Path(shutil.copytree(bundle_dir, Path(tmp) / BUNDLE_ARTIFACT))
+        info = mlflow.pyfunc.log_model(
+            name=name,
+            python_model=BundleModel(),
+            artifacts={BUNDLE_ARTIFACT: str(bundle_dir)},
+            code_paths=[str(Path(recsys.__file__).parent)],
+            signature=signature,
+            registered_model_name=model_name,
+            pip_requirements=["mlflow-skinny==3.17.2", "numpy", "pandas", "pydantic-settings"],
+        )
     return str(info.registered_model_version)
 
 
@@ -208,19 +212,18 @@ def download_bundle(
         cache_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=cache_dir) as tmp:
             try:
+                client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+                source = client.get_model_version_download_uri(name, version)
                 mlflow.artifacts.download_artifacts(
-                    artifact_uri=f"models:/{name}/{version}",
-                    dst_path=tmp,
+                    artifact_uri=f"{source.rstrip('/')}/artifacts/{BUNDLE_ARTIFACT}",
+                    dst_path=str(Path(tmp) / "staged"),
                     tracking_uri=tracking_uri,
                 )
-            except Exception as exc:
+            except Exception as exc:  # any failure here means "this version is not usable"
                 raise ModelNotFoundError(f"cannot download {name} v{version}: {exc}") from exc
-            found = next(Path(tmp).rglob(f"artifacts/{BUNDLE_ARTIFACT}"), None)
-            if found is None:
-                raise ModelNotFoundError(f"{name} v{version} holds no {BUNDLE_ARTIFACT} artifact")
             staged = Path(tmp) / "staged"
-            staged.mkdir()
-            shutil.move(str(found), staged / BUNDLE_ARTIFACT)
+            if not (staged / BUNDLE_ARTIFACT).is_dir():
+                raise ModelNotFoundError(f"{name} v{version} holds no {BUNDLE_ARTIFACT} artifact")
             shutil.rmtree(target, ignore_errors=True)
             staged.rename(target)  # atomic within the cache folder
     return target / BUNDLE_ARTIFACT, version

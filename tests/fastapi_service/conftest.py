@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -9,6 +10,8 @@ import pytest
 from service_testkit import ADMIN_TOKEN, Registry, Server, start_server, write_bundle
 
 from recsys.config import MODEL_NAME
+
+_model_numbers = itertools.count(1)
 
 
 @pytest.fixture
@@ -73,6 +76,4 @@ def registry_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[s
 def registry(registry_store: tuple[str, object, Path]) -> Registry:
     """The shared store with a registered model name of this test's own."""
     uri, client, root = registry_store
-    names = getattr(client, "_test_model_names", 0) + 1
-    client._test_model_names = names  # type: ignore[attr-defined]
-    return Registry(uri, client, f"{MODEL_NAME}-t{names}", root)
+    return Registry(uri, client, f"{MODEL_NAME}-t{next(_model_numbers)}", root)

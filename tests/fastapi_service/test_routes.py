@@ -239,6 +239,7 @@ def test_health_and_model(api: Server) -> None:
     assert ready.json()["ready"] is True
     assert ready.json()["model_version"] == "v1"
     assert ready.json()["model_source"] == "local"
+    assert ready.json()["registry_reachable"] is None
     model = client.get("/model").json()
     assert model["version"] == "v1"
     assert model["n_items"] == len(ITEM_IDS)

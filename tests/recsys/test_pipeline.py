@@ -70,7 +70,7 @@ def test_worse_model_is_challenger_with_reason(store: dict) -> None:
     assert "does not beat" in second.decision.reason
     client = MlflowClient(settings.resolved_tracking_uri, settings.resolved_tracking_uri)
     champion = client.get_model_version_by_alias(settings.model_name, "champion")
-    assert champion.version == store["first"].model_version
+    assert str(champion.version) == store["first"].model_version
     tag = client.get_model_version(settings.model_name, second.model_version).tags["gate"]
     assert tag == second.decision.reason
 
@@ -82,13 +82,13 @@ def test_run_logs_metrics_plots_tuning_and_profile(store: dict) -> None:
     assert "lightfm_plus_recent.addtocart.warm.precision_at_5" in run.data.metrics
     assert "popular.any.cold.ndcg_at_5" in run.data.metrics
     history = client.get_metric_history(run.info.run_id, "curve_holdout_precision_at_5")
-    assert len(history) == FAST["epochs"] or len(history) >= 5
+    assert [m.step for m in history] == list(range(1, store["first"].params["epochs"] + 1))
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")}
     assert "evaluation/precision_at_k.png" in artifacts
     assert {a.path for a in client.list_artifacts(run.info.run_id, "tuning")} == {
         "tuning/trials.csv"
     }
-    assert client.list_artifacts(run.info.run_id, "data_profile.json")
+    assert "data_profile.json" in {a.path for a in client.list_artifacts(run.info.run_id)}
     nested = client.search_runs(
         [run.info.experiment_id], f"tags.mlflow.parentRunId = '{run.info.run_id}'"
     )

@@ -38,10 +38,11 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from recsys import columns as C
 from recsys.data.load import MAX_TIMESTAMP_MS, MIN_TIMESTAMP_MS, build_events_frame, load_events
-from recsys.exceptions import DataValidationError
+from recsys.exceptions import ConfigurationError, DataValidationError
 
 log = logging.getLogger(__name__)
 
@@ -194,13 +195,18 @@ class EventStore:
     """
 
     def __init__(self, url: str) -> None:
-        parsed = make_url(url)
+        try:
+            parsed = make_url(url)
+        except ArgumentError as exc:
+            raise ConfigurationError(f"not a database URL: {url!r}") from exc
         if parsed.drivername == "postgresql":
             parsed = parsed.set(drivername="postgresql+psycopg")
         self.url = parsed
         self.dialect = parsed.get_backend_name()
         if self.dialect not in ("sqlite", "postgresql"):
-            raise ValueError(f"unsupported database {self.dialect!r}: use SQLite or PostgreSQL")
+            raise ConfigurationError(
+                f"unsupported database {self.dialect!r}: use SQLite or PostgreSQL"
+            )
         connect_args = {"timeout": 30} if self.dialect == "sqlite" else {}
         self.engine: Engine = create_engine(parsed, connect_args=connect_args)
         self._schema_ready = False

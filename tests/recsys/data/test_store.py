@@ -13,7 +13,7 @@ from sqlalchemy import select
 from recsys import columns as C
 from recsys.data import EventStore, load_events
 from recsys.data.store import events_table
-from recsys.exceptions import DataValidationError
+from recsys.exceptions import ConfigurationError, DataValidationError
 
 # lines 2..9 of events.csv: one exact duplicate (line 7 = line 2), one transaction,
 # two events in the same millisecond, not time-sorted
@@ -76,6 +76,12 @@ def test_constructing_creates_nothing_and_does_not_connect(tmp_path: Path) -> No
     EventStore("postgresql+psycopg://nobody@127.0.0.1:9/none")
     store.create_schema()
     assert (folder / "events.db").is_file()
+
+
+@pytest.mark.parametrize("url", ["mysql://db/x", "no url at all"])
+def test_unsupported_or_malformed_url_is_a_configuration_error(url: str) -> None:
+    with pytest.raises(ConfigurationError):
+        EventStore(url)
 
 
 def test_import_round_trip_equals_load_events(store: EventStore, raw: Path) -> None:

@@ -1,0 +1,161 @@
+"""The contract every recommender passes, on a checkerboard it must be able to learn.
+
+Two visitor groups, two item groups: each visitor views five of the six items of their
+group (a different one withheld), a few buy one of them, and a popular item everybody views
+is unavailable. A personalised model must put the withheld in-group item in its top 6
+for most visitors; every model must respect the serving rules whatever ``k``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import sparse
+
+from recsys import columns as C
+from recsys.interactions import TrainingData
+from recsys.models import Model, PopularityModel, RecentViewsModel
+from recsys.models.lightfm import LightFMModel
+from recsys.serving import Recommender
+
+GROUP_SIZE = 6
+N_USERS = 60
+UNAVAILABLE_ITEM = 999
+WEIGHTS = {C.VIEW: 1.0, C.ADDTOCART: 5.0, C.PURCHASE: 10.0}
+
+
+def checkerboard() -> tuple[TrainingData, dict[int, int], dict[int, int]]:
+    """(training data, withheld item per visitor, bought item per visitor)."""
+    rows = []
+    withheld, bought = {}, {}
+    t = 1_000_000
+    for user in range(1, N_USERS + 1):
+        group = user % 2
+        items = [100 + 10 * group + j for j in range(GROUP_SIZE)]
+        withheld[user] = items[(user // 2) % GROUP_SIZE]
+        for item in items:
+            if item != withheld[user]:
+                rows.append((t, user, C.VIEW, item))
+                t += 1000
+        rows.append((t, user, C.VIEW, UNAVAILABLE_ITEM))
+        t += 1000
+        if user % 5 == 0:  # a few buyers: never recommend what they bought
+            bought[user] = next(i for i in items if i != withheld[user])
+            rows.append((t, user, C.ADDTOCART, bought[user]))
+            rows.append((t + 1, user, C.PURCHASE, bought[user]))
+            t += 1000
+    events = pd.DataFrame(rows, columns=[C.TIMESTAMP, C.VISITOR, C.EVENT, C.ITEM])
+    events[C.EVENT] = pd.Categorical(events[C.EVENT], categories=list(C.EVENT_TYPES))
+    events[C.TRANSACTION] = pd.array(
+        np.where(events[C.EVENT] == C.PURCHASE, np.arange(len(events)), 0), dtype="Int64"
+    )
+    events.loc[events[C.EVENT] != C.PURCHASE, C.TRANSACTION] = pd.NA
+    events[C.DATETIME] = pd.to_datetime(events[C.TIMESTAMP], unit="ms", utc=True).astype(
+        "datetime64[ms, UTC]"
+    )
+    events = events[[C.TIMESTAMP, C.VISITOR, C.EVENT, C.ITEM, C.TRANSACTION, C.DATETIME]]
+
+    user_ids = np.unique(events[C.VISITOR].to_numpy())
+    item_ids = np.unique(events[C.ITEM].to_numpy())
+    weights = events[C.EVENT].map(WEIGHTS).to_numpy(dtype=np.float32)
+    interactions = sparse.coo_matrix(
+        (
+            weights,
+            (
+                np.searchsorted(user_ids, events[C.VISITOR].to_numpy()),
+                np.searchsorted(item_ids, events[C.ITEM].to_numpy()),
+            ),
+        ),
+        shape=(len(user_ids), len(item_ids)),
+    ).tocsr()
+    category = np.where(item_ids == UNAVAILABLE_ITEM, -1, (item_ids - 100) // 10)
+    data = TrainingData(
+        cutoff_ms=int(t + 1),
+        user_ids=user_ids,
+        item_ids=item_ids,
+        interactions=interactions.astype(np.float32),
+        item_features=sparse.identity(len(item_ids), dtype=np.float32, format="csr"),
+        feature_names=[f"item:{i}" for i in item_ids],
+        item_category=category.astype(np.int64),
+        item_available=item_ids != UNAVAILABLE_ITEM,
+        events=events,
+    )
+    return data, withheld, bought
+
+
+MODELS = {
+    "lightfm": lambda: LightFMModel(
+        no_components=8, epochs=10, learning_rate=0.05, num_threads=1, random_state=3
+    ),
+    "popular": PopularityModel,
+    "recent": RecentViewsModel,
+}
+
+
+@pytest.fixture(scope="module")
+def board() -> tuple[TrainingData, dict[int, int], dict[int, int]]:
+    return checkerboard()
+
+
+@pytest.fixture(scope="module", params=sorted(MODELS))
+def fitted(request, board):
+    data = board[0]
+    model = MODELS[request.param]()
+    assert isinstance(model, Model)
+    assert model.fit(data) is model
+    return request.param, model.to_bundle(data)
+
+
+def _policies(name: str, bundle) -> list[str]:
+    # LightFM is served either way; a baseline's bundle names its policy
+    return ["model", "blend"] if name == "lightfm" else [bundle.metadata["policy"]]
+
+
+def test_serving_rules_hold_for_every_k(fitted, board) -> None:
+    name, bundle = fitted
+    data, _, bought = board
+    users = data.user_ids
+    n_allowed = int(bundle.item_available.sum())
+    for policy in _policies(name, bundle):
+        rec = Recommender(bundle, policy=policy)
+        for k in (1, 5, n_allowed - 1, n_allowed, 3 * n_allowed):
+            batch = rec.recommend_batch(users, k)
+            assert batch.shape == (len(users), k)
+            for user, row in zip(users, batch, strict=True):
+                items = row[row >= 0]
+                assert len(items) == len(set(items)), (policy, k, row)
+                assert UNAVAILABLE_ITEM not in items
+                assert bought.get(int(user)) not in items
+                allowed = n_allowed - (1 if int(user) in bought else 0)
+                assert len(items) == min(k, allowed), (policy, k, user, row)
+                assert np.all(row[len(items) :] == -1)
+                single = rec.recommend(int(user), k)
+                assert single.item_ids == items.tolist()
+                assert len(single.scores) == len(single.reasons) == len(items)
+
+
+@pytest.mark.parametrize("seed", [3, 11])
+def test_personalised_model_recovers_the_withheld_item(board, seed) -> None:
+    """LightFM (the one personalised model) learns the groups from co-views alone."""
+    data, withheld, _ = board
+    bundle = (
+        LightFMModel(
+            no_components=8, epochs=10, learning_rate=0.05, num_threads=1, random_state=seed
+        )
+        .fit(data)
+        .to_bundle(data)
+    )
+    for policy in ("model", "blend"):
+        top = Recommender(bundle, policy=policy).recommend_batch(data.user_ids, GROUP_SIZE)
+        hits = [withheld[int(u)] in row for u, row in zip(data.user_ids, top, strict=True)]
+        assert np.mean(hits) >= 0.9, (policy, np.mean(hits))
+
+
+def test_baselines_do_not_recover_it_as_often(board) -> None:
+    """The checkerboard is not trivial: ignoring the visitor's group does much worse."""
+    data, withheld, _ = board
+    bundle = PopularityModel().fit(data).to_bundle(data)
+    top = Recommender(bundle, policy="popular").recommend_batch(data.user_ids, GROUP_SIZE)
+    hits = [withheld[int(u)] in row for u, row in zip(data.user_ids, top, strict=True)]
+    assert np.mean(hits) <= 0.6

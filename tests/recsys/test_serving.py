@@ -1,0 +1,326 @@
+"""Serving: policies, filters, fallbacks, fold-in, exact fast top-k, batch == single."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from recsys.bundle import Bundle
+from recsys.serving import (
+    POLICIES,
+    REASON_CATEGORY,
+    REASON_FOR_YOU,
+    REASON_POPULAR,
+    REASON_SIMILAR,
+    REASON_VIEWED,
+    Recommender,
+)
+
+V, C, P, F, S = REASON_VIEWED, REASON_CATEGORY, REASON_POPULAR, REASON_FOR_YOU, REASON_SIMILAR
+
+
+def csr(lists: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+    indptr = np.r_[0, np.cumsum([len(x) for x in lists])].astype(np.int64)
+    values = np.array([v for x in lists for v in x], dtype=np.int32)
+    return indptr, values
+
+
+def make_bundle(
+    item_vectors, user_vectors, popular, category, available, histories, bought, item_ids=None
+) -> Bundle:
+    item_vectors = np.asarray(item_vectors, dtype=np.float32)
+    n_items, n_users = len(item_vectors), len(user_vectors)
+    h_ptr, h_items = csr(histories)
+    b_ptr, b_items = csr(bought)
+    bundle = Bundle(
+        item_ids=np.arange(100, 100 + n_items) if item_ids is None else item_ids,
+        item_vectors=item_vectors,
+        user_ids=np.arange(1, n_users + 1),
+        user_vectors=np.asarray(user_vectors, dtype=np.float32),
+        popular=np.asarray(popular),
+        item_category=np.asarray(category),
+        item_available=np.asarray(available),
+        history_indptr=h_ptr,
+        history_items=h_items,
+        history_ts=np.arange(len(h_items))[::-1],
+        bought_indptr=b_ptr,
+        bought_items=b_items,
+        metadata={"policy": "blend"},
+    )
+    bundle.validate()
+    return bundle
+
+
+@pytest.fixture
+def bundle() -> Bundle:
+    """8 items (ids 100..107), 3 visitors (ids 1..3); scores are easy to do by hand."""
+    return make_bundle(
+        item_vectors=[
+            [1.0, 0.0, 0.0],
+            [0.0, 1.0, 0.0],
+            [0.5, 0.5, 0.1],
+            [-1.0, 0.0, 0.2],
+            [0.0, -1.0, 0.3],
+            [0.9, 0.1, 0.0],  # unavailable
+            [0.2, 0.2, 0.5],
+            [0.0, 0.0, 0.0],
+        ],
+        user_vectors=[[1.0, 0.0, 1.0], [0.0, 1.0, 1.0], [0.0, 0.0, 1.0]],
+        popular=[6, 4, 3, 7, 5, 0, 1, 2],
+        category=[1, 1, 2, 2, 3, 3, 3, -1],
+        available=[True, True, True, True, True, False, True, True],
+        histories=[[5, 3, 1, 0], [], [7, 2]],
+        bought=[[0], [], [6]],
+    )
+
+
+def ids(*positions: int) -> list[int]:
+    return [100 + p for p in positions]
+
+
+# ---------------------------------------------------------------------------- policies
+
+
+def test_model_policy_ranks_by_score_without_bought_or_unavailable(bundle) -> None:
+    rec = Recommender(bundle, policy="model").recommend(1, 3)
+    # user 1 scores: 0 -> 1.0 (bought), 5 -> 0.9 (unavailable), 6 -> 0.7, 2 -> 0.6, 4 -> 0.3
+    assert rec.item_ids == ids(6, 2, 4)
+    assert rec.scores == pytest.approx([0.7, 0.6, 0.3])
+    assert rec.reasons == [F, F, F]
+    assert rec.source == "model"
+    assert rec.user_id == 1
+
+
+def test_model_ties_are_broken_by_popularity(bundle) -> None:
+    # user 2: 1 -> 1.0, 6 -> 0.7, 2 -> 0.6, 3 -> 0.2, then 7 and 0 tie at 0.0: 7 is more popular
+    rec = Recommender(bundle, policy="model").recommend(2, 7)
+    assert rec.item_ids == ids(1, 6, 2, 3, 7, 0, 4)
+
+
+def test_blend_puts_recent_items_first_then_model(bundle) -> None:
+    rec = Recommender(bundle, policy="blend").recommend(1, 4)
+    # history 5 (unavailable), 3, 1, 0 (bought): the two recent slots get 3 and 1
+    assert rec.item_ids == ids(3, 1, 6, 2)
+    assert rec.reasons == [V, V, F, F]
+    assert rec.source == "blend"
+    assert Recommender(bundle, policy="blend", recent_slots=1).recommend(1, 3).item_ids == ids(
+        3, 6, 2
+    )
+
+
+def test_recent_pads_with_popular_and_explains_why(bundle) -> None:
+    rec = Recommender(bundle, policy="recent").recommend(1, 5)
+    assert rec.item_ids == ids(3, 1, 6, 4, 7)
+    # the visitor saw categories 3 (unavailable 5), 2 and 1: popular 6 and 4 are in 3, 7 in none
+    assert rec.reasons == [V, V, C, C, P]
+    assert rec.source == "recent"
+
+
+def test_popular_policy(bundle) -> None:
+    rec = Recommender(bundle, policy="popular").recommend(3, 3)
+    assert rec.item_ids == ids(4, 3, 7)  # 6 was bought
+    assert rec.reasons == [P, C, P]  # visitor 3 saw category 2 (item 2) and none (item 7)
+    assert rec.source == "popular"
+
+
+# ---------------------------------------------------------------------------- unknown visitors
+
+
+def test_unknown_visitor_without_session_gets_popular(bundle) -> None:
+    for policy in POLICIES:
+        rec = Recommender(bundle, policy=policy).recommend(999, 3)
+        assert rec.item_ids == ids(6, 4, 3)
+        assert rec.source == "popular"
+        assert rec.reasons == [P, P, P]
+        assert rec.scores == pytest.approx([0.5, 0.3, 0.2])  # the item biases
+
+
+def test_unknown_visitor_with_session_gets_fold_in(bundle) -> None:
+    rec = Recommender(bundle, policy="blend").recommend(999, 4, session_items=[100, 101])
+    # session newest first: 1, 0; then the mean vector (0.5, 0.5, 1): 6 -> 0.7, 2 -> 0.6
+    assert rec.item_ids == ids(1, 0, 6, 2)
+    assert rec.reasons == [V, V, S, S]
+    assert rec.source == "fold_in"
+    assert rec.scores == pytest.approx([0.5, 0.5, 0.7, 0.6])
+    model = Recommender(bundle, policy="model").recommend(999, 4, session_items=[100, 101])
+    assert model.item_ids == rec.item_ids and model.source == "fold_in"
+
+
+def test_fold_in_respects_session_purchases_and_ignores_unknown_items(bundle) -> None:
+    rec = Recommender(bundle).recommend(999, 4, session_items=[100, 555, 101], session_bought=[102])
+    assert rec.item_ids == ids(1, 0, 6, 7)
+    only_unknown = Recommender(bundle).recommend(999, 3, session_items=[555])
+    assert only_unknown.source == "popular"
+
+
+def test_unknown_visitor_with_session_under_recent_and_popular(bundle) -> None:
+    recent = Recommender(bundle, policy="recent").recommend(999, 3, session_items=[103, 102])
+    assert recent.item_ids == ids(2, 3, 6) and recent.source == "recent"
+    popular = Recommender(bundle, policy="popular").recommend(999, 3, session_items=[103])
+    assert popular.item_ids == ids(6, 4, 3) and popular.source == "popular"
+
+
+def test_session_of_a_known_visitor_goes_before_stored_history(bundle) -> None:
+    rec = Recommender(bundle, policy="blend").recommend(2, 3, session_items=[103])
+    assert rec.item_ids == ids(3, 1, 6)
+    rec = Recommender(bundle, policy="recent").recommend(1, 4, session_items=[107, 101])
+    assert rec.item_ids == ids(1, 7, 3, 6)  # 1 moved to the front, not repeated
+    bought_online = Recommender(bundle, policy="blend").recommend(1, 4, session_bought=[106])
+    assert bought_online.item_ids == ids(3, 1, 2, 4)
+
+
+# ---------------------------------------------------------------------------- edge cases
+
+
+def test_k_larger_than_the_catalogue_and_k_zero(bundle) -> None:
+    for policy in POLICIES:
+        rec = Recommender(bundle, policy=policy)
+        # 7 available items, 1 bought by visitor 1
+        assert len(rec.recommend(1, 20).item_ids) == 6
+        assert len(rec.recommend(999, 20).item_ids) == 7
+        batch = rec.recommend_batch(np.array([1, 999]), 20)
+        assert (batch[0] >= 0).sum() == 6 and (batch[1] >= 0).sum() == 7
+        assert rec.recommend(1, 0).item_ids == []
+        assert rec.recommend_batch(np.array([1, 2]), 0).shape == (2, 0)
+
+
+def test_bad_arguments(bundle) -> None:
+    with pytest.raises(ValueError, match="policy"):
+        Recommender(bundle, policy="best")
+    with pytest.raises(ValueError, match="k must be"):
+        Recommender(bundle).recommend(1, -1)
+    with pytest.raises(ValueError, match="candidates"):
+        Recommender(bundle, candidates=0)
+
+
+def test_constant_model_ranks_like_popular(bundle) -> None:
+    bundle.item_vectors = np.zeros((8, 1), dtype=np.float32)
+    bundle.user_vectors = np.zeros((3, 1), dtype=np.float32)
+    blend = Recommender(bundle, policy="blend").recommend(1, 4)
+    assert blend.item_ids == ids(3, 1, 6, 4)
+    assert blend.reasons == [V, V, C, C]
+    assert Recommender(bundle, policy="model").recommend(2, 3).item_ids == ids(6, 4, 3)
+
+
+def test_no_catalogue_at_all() -> None:
+    empty = make_bundle(
+        item_vectors=[[1.0, 0.0]],
+        user_vectors=[[1.0, 1.0]],
+        popular=[0],
+        category=[-1],
+        available=[False],
+        histories=[[0]],
+        bought=[[]],
+    )
+    for policy in POLICIES:
+        rec = Recommender(empty, policy=policy)
+        assert rec.recommend(1, 5).item_ids == []
+        assert rec.recommend(7, 5, session_items=[100]).item_ids == []
+        assert (rec.recommend_batch(np.array([1, 7]), 5) == -1).all()
+
+
+def test_serving_imports_neither_lightfm_nor_pandas() -> None:
+    code = (
+        "import sys, recsys.serving, recsys.bundle; "
+        "bad = [m for m in ('lightfm', 'pandas', 'scipy') if m in sys.modules]; "
+        "assert not bad, bad"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# ---------------------------------------------------------------------------- fast == exact
+
+
+def random_bundle(seed: int, n_items: int = 600, n_users: int = 150, dim: int = 8) -> Bundle:
+    rng = np.random.default_rng(seed)
+    emb = rng.normal(size=(n_items, dim)) * rng.uniform(0.2, 2.0, size=(n_items, 1))
+    bias = rng.normal(scale=0.5, size=(n_items, 1))
+    vectors = np.hstack([emb, bias])
+    vectors[::7] = vectors[1::7][: len(vectors[::7])]  # duplicates: ties popularity must break
+    users = np.hstack([rng.normal(size=(n_users, dim)), np.ones((n_users, 1))])
+    histories = [
+        rng.choice(n_items, size=rng.integers(0, 8), replace=False).tolist() for _ in range(n_users)
+    ]
+    bought = [
+        sorted(rng.choice(n_items, size=rng.integers(0, 4), replace=False).tolist())
+        for _ in range(n_users)
+    ]
+    return make_bundle(
+        item_vectors=vectors,
+        user_vectors=users,
+        popular=rng.permutation(n_items),
+        category=rng.integers(-1, 20, n_items),
+        available=rng.random(n_items) > 0.1,
+        histories=histories,
+        bought=bought,
+        item_ids=np.sort(rng.choice(10**6, n_items, replace=False)),
+    )
+
+
+def brute_force(bundle: Bundle, vector: np.ndarray, k: int, exclude) -> list[int]:
+    """Every allowed item, sorted by float64 score then popularity rank."""
+    scores = bundle.item_vectors.astype(np.float64) @ vector.astype(np.float64)
+    rank = np.empty(bundle.n_items, dtype=np.int64)
+    rank[bundle.popular] = np.arange(bundle.n_items)
+    allowed = np.flatnonzero(bundle.item_available & ~np.isin(np.arange(bundle.n_items), exclude))
+    order = np.lexsort((rank[allowed], -scores[allowed]))
+    return allowed[order][:k].tolist()
+
+
+@pytest.mark.parametrize("leaf_size", [4, 16, 1000])
+def test_fast_top_k_is_exact(leaf_size: int) -> None:
+    bundle = random_bundle(0)
+    rec = Recommender(bundle, policy="model", leaf_size=leaf_size, probe=2)
+    for user in range(bundle.n_users):
+        vector = bundle.user_vectors[user]
+        exclude = bundle.bought(user)
+        for k in (1, 5, 40):
+            expected = brute_force(bundle, vector, k, exclude)
+            assert rec.top_k(vector, k, exclude).tolist() == expected
+            assert rec.exact_top_k(vector, k, exclude).tolist() == expected
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+@pytest.mark.parametrize("candidates", [None, 30])
+def test_batch_equals_single(policy: str, candidates: int | None) -> None:
+    bundle = random_bundle(1)
+    rec = Recommender(bundle, policy=policy, candidates=candidates, leaf_size=8, probe=3)
+    users = np.r_[bundle.user_ids, [-5, 10**9]]  # two unknown visitors too
+    for k in (1, 5, 12):
+        batch = rec.recommend_batch(users, k, chunk=64)
+        for user, row in zip(users, batch, strict=True):
+            single = rec.recommend(int(user), k).item_ids
+            assert single == row[row >= 0].tolist(), (policy, k, user)
+            assert len(single) == k
+
+
+def test_budget_is_approximate_but_keeps_the_rules() -> None:
+    bundle = random_bundle(2)
+    exact = Recommender(bundle, policy="model", leaf_size=8)
+    cheap = Recommender(bundle, policy="model", leaf_size=8, probe=1, candidates=8)
+    a, b = exact.recommend_batch(bundle.user_ids, 10), cheap.recommend_batch(bundle.user_ids, 10)
+    overlap = np.mean([len(set(x) & set(y)) / 10 for x, y in zip(a, b, strict=True)])
+    assert 0.3 < overlap < 1.0
+    for user, row in enumerate(b):
+        assert len(set(row)) == 10
+        positions = np.searchsorted(bundle.item_ids, row)
+        assert bundle.item_available[positions].all()
+        assert not np.isin(positions, bundle.bought(user)).any()
+
+
+def test_many_exact_ties_are_ordered_by_popularity() -> None:
+    """More tied items than the scan keeps: the fallback scores everything, still exact."""
+    bundle = random_bundle(3)
+    bundle.item_vectors[:60] = bundle.item_vectors[0]
+    bundle.item_vectors[:60, -1] = 50.0  # 60 identical items beat everything else
+    rec = Recommender(bundle, policy="model", leaf_size=8, probe=2)
+    batch = rec.recommend_batch(bundle.user_ids, 5)
+    for user in range(bundle.n_users):
+        vector, exclude = bundle.user_vectors[user], bundle.bought(user)
+        expected = brute_force(bundle, vector, 5, exclude)
+        assert set(expected) <= set(range(60))
+        assert rec.top_k(vector, 5, exclude).tolist() == expected
+        assert batch[user].tolist() == bundle.item_ids[expected].tolist()
