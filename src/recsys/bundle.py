@@ -284,16 +284,19 @@ def user_item_lists(
 
     n_users, n_items = len(data.user_ids), len(data.item_ids)
     events = data.events
-    users = index_of(data.user_ids, events[VISITOR].to_numpy(dtype=np.int64))
-    items = index_of(data.item_ids, events[ITEM].to_numpy(dtype=np.int64))
+    visitors = events[VISITOR].to_numpy(dtype=np.int64)
+    item_ids = events[ITEM].to_numpy(dtype=np.int64)
     ts = events[TIMESTAMP].to_numpy(dtype=np.int64)
     event = events[EVENT]
-    known = (users >= 0) & (items >= 0)
 
-    seen = known & event.isin([VIEW, ADDTOCART]).to_numpy(dtype=bool)
-    u, i, t = users[seen], items[seen], ts[seen]
-    order = np.lexsort((i, -t, u))  # by user, newest first; item breaks timestamp ties
-    u, i, t = u[order], i[order], t[order]
+    seen = event.isin([VIEW, ADDTOCART]).to_numpy(dtype=bool)
+    v, raw, t = visitors[seen], item_ids[seen], ts[seen]
+    order = np.lexsort((raw, -t, v))  # by visitor, newest first; item breaks timestamp ties
+    v, raw, t = v[order], raw[order], t[order]
+    # looking up visitors in sorted order reads the (large) id array sequentially
+    u, i = index_of(data.user_ids, v), index_of(data.item_ids, raw)
+    known = (u >= 0) & (i >= 0)
+    u, i, t = u[known], i[known], t[known]
     key = u * np.int64(n_items) + i
     # first occurrence of each (user, item) in this order is its most recent one
     _, first = np.unique(key, return_index=True)
@@ -305,8 +308,11 @@ def user_item_lists(
     u, i, t = u[keep], i[keep], t[keep]
     history_indptr = _csr(u, n_users)
 
-    bought = known & (event == PURCHASE).to_numpy(dtype=bool)
-    pairs = np.unique(users[bought] * np.int64(n_items) + items[bought])
+    bought = (event == PURCHASE).to_numpy(dtype=bool)
+    users = index_of(data.user_ids, visitors[bought])
+    items = index_of(data.item_ids, item_ids[bought])
+    known = (users >= 0) & (items >= 0)
+    pairs = np.unique(users[known] * np.int64(n_items) + items[known])
     bought_users, bought_items = pairs // n_items, pairs % n_items
     return (
         history_indptr,

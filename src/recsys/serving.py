@@ -2,33 +2,43 @@
 
 Fast exact top-k
 ----------------
-Scoring every item (235k x 65 floats, ~61 MB) costs several ms per request, so model scores
-come from a cluster index with a pruning certificate (exact, not approximate):
+Scoring every item (235k x 65 floats, 61 MB) costs ~4-9 ms per request, so model scores come
+from a cluster index with a pruning certificate. It is exact, not approximate:
 
-* Available items are grouped into clusters of ~``leaf_size`` items by a two-level k-means on
-  their embeddings (built once per bundle, ~1 s at full scale, shared by every Recommender of
-  that bundle).
-* For a user vector ``w = [u, 1]`` the score of item ``i = [e_i, b_i]`` in cluster ``c`` with
-  centroid ``m_c`` is ``u.e_i + b_i <= u.m_c + max_i(|u| |e_i - m_c| + b_i)``. The last term
-  is a convex function of ``t = |u|``, tabulated per cluster on a grid; a chord of a convex
-  function lies above it, so interpolation keeps the bound valid.
-* The best ``probe`` clusters (by bound) are scored first; their k-th best allowed score
-  ``theta`` is a lower bound of the true k-th best, so every cluster whose bound is below
-  ``theta`` can be skipped. All other clusters are scored and the result is the exact top-k.
-* Ranking is canonical: the final candidates (float32 score within a rounding tolerance of the
+* Available items are grouped into clusters by a cheap two-level k-means on their embeddings
+  (plus one reassignment pass), then split into pieces of at most ``leaf_size`` items by
+  descending bias. Built once per bundle object (~3-5 s at full scale), lazily, shared by
+  every Recommender of that bundle.
+* For a user vector ``w = [u, 1]`` and item ``[e_i, b_i]`` in cluster ``c`` with centroid
+  ``m_c``: ``u.e_i + b_i <= u.m_c + max_i(|u| |e_i - m_c| + b_i)``. The last term is a convex
+  function of ``t = |u|``, tabulated per cluster on a grid; the chord between grid points lies
+  above a convex function, so interpolating keeps it an upper bound.
+* The ``probe`` clusters with the best estimate ``u.m_c + max bias`` are scored first; their
+  k-th best allowed score ``theta`` is a lower bound of the true k-th best, so every cluster
+  whose bound is below ``theta`` is skipped. The rest is scored: the result is the exact top-k
+  (typically ~1% of the catalogue is read).
+* The ranking is canonical: final candidates (float32 score within a rounding tolerance of the
   k-th best) are re-scored in float64 with a fixed summation order and sorted by
-  (score desc, popularity rank), so ties resolve towards popular items and
-  :meth:`Recommender.recommend` and :meth:`Recommender.recommend_batch` (which groups users by
-  cluster and scores with matrix products) return identical rankings.
+  (score desc, popularity rank). Ties therefore go to popular items, a constant model ranks
+  like ``"popular"``, and :meth:`Recommender.recommend` (one gather + one product) and
+  :meth:`Recommender.recommend_batch` (users grouped by cluster, one matrix product per
+  cluster) return identical rankings.
 
-``candidates`` optionally caps the items scored after the probe (approximate, bounded latency);
-:meth:`Recommender.exact_top_k` scores the full catalogue and is the reference for agreement.
+``candidates`` optionally caps the items scored per user after the probe (approximate,
+bounded worst-case latency; single and batch paths still agree). :meth:`Recommender.top_k`
+is the served model ranking of any vector and :meth:`Recommender.exact_top_k` the brute-force
+reference, for measuring agreement.
+
+Set ``OPENBLAS_NUM_THREADS=1`` in a latency-sensitive service: the products here are small
+and multi-threaded BLAS only adds synchronisation.
 """
 
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,6 +59,8 @@ _SLACK = 16
 _GRID = 33
 #: float32 unit roundoff
 _U32 = 2.0**-24
+_EMPTY = np.zeros(0, dtype=np.int64)
+_EMPTY.flags.writeable = False
 
 
 @dataclass
@@ -210,7 +222,8 @@ class _ClusterIndex:
     def __init__(self, vectors: np.ndarray, leaf_size: int, seed: int = 0) -> None:
         emb = np.ascontiguousarray(vectors[:, :-1], dtype=np.float32)
         bias = vectors[:, -1].astype(np.float64)
-        labels = _cluster_labels(emb, leaf_size, np.random.default_rng(seed))
+        rng = np.random.default_rng(seed)
+        labels = _cluster_labels(emb, leaf_size, rng)
         # split clusters into pieces of <= leaf_size items by descending bias: pieces of
         # low-bias items get lower bounds, and no piece is expensive to scan
         order = np.lexsort((-bias, labels))
@@ -219,34 +232,42 @@ class _ClusterIndex:
         pieces = np.empty_like(labels)
         pieces[order] = sorted_labels * (len(labels) + 1) + rank // max(1, leaf_size)
         labels = np.unique(pieces, return_inverse=True)[1]
+        n_clusters = int(labels.max(initial=-1)) + 1
         self.order = np.argsort(labels, kind="stable")
-        counts = np.bincount(labels)
+        counts = np.bincount(labels, minlength=n_clusters)
         self.starts = np.r_[0, np.cumsum(counts)].astype(np.int64)
         self.sizes = counts.astype(np.int64)
-        self.n_clusters = len(counts)
-        head = self.starts[:-1]
+        self.n_clusters = n_clusters
         emb_sorted = emb[self.order].astype(np.float64)
         bias_sorted = bias[self.order]
-        owner = np.repeat(np.arange(self.n_clusters), counts)
-        centroids = np.add.reduceat(emb_sorted, head, axis=0) / counts[:, None]
-        # stored transposed: ``W @ centroids_t`` is fast for 2 rows as well as for many
-        self.centroids_t = np.ascontiguousarray(centroids.T, dtype=np.float32)
-        dist = np.sqrt(((emb_sorted - centroids[owner]) ** 2).sum(axis=1))
-        self.radius = np.maximum.reduceat(dist, head)
-        self.bias_max = np.maximum.reduceat(bias_sorted, head)
-        self.bias_min = np.minimum.reduceat(bias_sorted, head)
-        # table[g, c] = max over items of c of (t_g * dist + bias), a convex function of t
         self.t_max = float(max(np.linalg.norm(emb, axis=1).max(initial=0.0), 1e-6))
         self.dt = self.t_max / (_GRID - 1)
-        table = np.stack(
-            [np.maximum.reduceat(g * self.dt * dist + bias_sorted, head) for g in range(_GRID)]
+        centroids, self.table, self.slope, self.radius = self._envelope(
+            emb_sorted, bias_sorted, self.starts
         )
-        # rounded up, so that float32 arithmetic keeps it an upper bound
-        self.table = (table + 1e-6 * (np.abs(table) + 1)).astype(np.float32)
-        self.slope = np.diff(self.table, axis=0)
-        self.radius = self.radius.astype(np.float32)
-        self.bias_max = self.bias_max.astype(np.float32)
-        self.bias_min = self.bias_min.astype(np.float32)
+        # transposed: ``W @ centroids_t`` is fast for 2 rows as well as for many
+        self.centroids_t = np.ascontiguousarray(centroids.T)
+        head = self.starts[:-1]
+        self.bias_max = np.maximum.reduceat(bias_sorted, head).astype(np.float32)
+        self.bias_min = np.minimum.reduceat(bias_sorted, head).astype(np.float32)
+
+    def _envelope(self, emb: np.ndarray, bias: np.ndarray, starts: np.ndarray):
+        """Centroids, bound table, its slopes and radii of consecutive item blocks.
+
+        ``table[g, c]`` = max over items of block c of ``(g * dt) * |e - m_c| + bias``, a
+        convex function of ``t = g * dt``, rounded up so float32 keeps it an upper bound.
+        """
+        head = starts[:-1]
+        counts = np.diff(starts)
+        owner = np.repeat(np.arange(len(counts)), counts)
+        centroids = np.add.reduceat(emb, head, axis=0) / counts[:, None]
+        dist = np.sqrt(((emb - centroids[owner]) ** 2).sum(axis=1))
+        table = np.stack(
+            [np.maximum.reduceat(g * self.dt * dist + bias, head) for g in range(_GRID)]
+        )
+        table = (table + 1e-6 * (np.abs(table) + 1)).astype(np.float32)
+        radius = np.maximum.reduceat(dist, head).astype(np.float32)
+        return centroids.astype(np.float32), table, np.diff(table, axis=0), radius
 
     def bounds(self, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Upper bounds and estimates (n_users x n_clusters, float32) of clusters' best scores.
@@ -340,31 +361,39 @@ class Recommender:
         self._constant = len(self._avail) == 0 or bool(np.all(vectors[self._avail] == first))
         self._vmax = float(np.linalg.norm(vectors, axis=1).max(initial=0.0))
         self._index: _ClusterIndex | None = None
+        self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ index
 
     def _ensure_index(self) -> _ClusterIndex:
         """Build (or reuse the bundle's) cluster index over the available items."""
-        if self._index is None:
+        if self._index is not None:
+            return self._index
+        with self._lock:  # concurrent first requests build it once
+            if self._index is not None:
+                return self._index
             # cached on the bundle object: every Recommender of one bundle shares the index
+            # and its reordered copy of the vectors
             cache = self.bundle.__dict__.setdefault("_serving_index_cache", {})
             if self.leaf_size not in cache:
-                vectors = self.bundle.item_vectors[self._avail]
-                cache[self.leaf_size] = _ClusterIndex(vectors, self.leaf_size)
-            index = cache[self.leaf_size]
-            items = self._avail[index.order]  # index position -> bundle position
-            self._items = items
-            self._internal = np.full(self.bundle.n_items, -1, dtype=np.int64)
-            self._internal[items] = np.arange(len(items))
-            self._vec = np.ascontiguousarray(self.bundle.item_vectors[items])
+                index = _ClusterIndex(self.bundle.item_vectors[self._avail], self.leaf_size)
+                items = self._avail[index.order]  # index position -> bundle position
+                internal = np.full(self.bundle.n_items, -1, dtype=np.int64)
+                internal[items] = np.arange(len(items))
+                vec = np.ascontiguousarray(self.bundle.item_vectors[items])
+                cache[self.leaf_size] = (index, items, internal, vec)
+            index, self._items, self._internal, self._vec = cache[self.leaf_size]
             # one record per row: ``take`` on records gathers rows much faster than 2-d indexing
             self._rows = self._vec.view(np.dtype((np.void, self._vec.shape[1] * 4))).ravel()
-            self._rank_of_internal = self._pop_rank[items]
+            self._rank_of_internal = self._pop_rank[self._items]
             self._index = index
         return self._index
 
     def warm_up(self) -> None:
-        """Build the index now (the service calls this at load time, not in a request)."""
+        """Build the index and answer one request now, so that no visitor pays for either
+        (the first ``recommend`` would do the same)."""
+        if self.bundle.n_users:
+            self.recommend(int(self.bundle.user_ids[0]), 5)
         if not self._constant:
             self._ensure_index()
 
@@ -372,7 +401,13 @@ class Recommender:
         """Bound of float32 rounding differences between two ways of computing a score."""
         # |w| <= sqrt(D) max|w_j|; a max is exact, so every path gets the same tolerance
         dim = w.shape[1]
-        norm = math.sqrt(dim) * np.abs(w).max(axis=1).astype(np.float64)
+        norm = math.sqrt(dim) * np.abs(w).max(axis=1, initial=0.0).astype(np.float64)
+        return 16.0 * (dim + 4) * _U32 * norm * self._vmax + 1e-12
+
+    def _tol_one(self, w: np.ndarray) -> float:
+        """:meth:`_tol` of one vector (same operations, same bits)."""
+        dim = len(w)
+        norm = math.sqrt(dim) * float(np.abs(w).max(initial=0.0))
         return 16.0 * (dim + 4) * _U32 * norm * self._vmax + 1e-12
 
     def _budget_cut(self, rows, clusters, bound_values) -> tuple[np.ndarray, np.ndarray]:
@@ -481,7 +516,12 @@ class Recommender:
             dense_ids = np.take_along_axis(dense_ids, keep, axis=1)
         flat = (np.repeat(np.arange(n), dense.shape[1]), dense_ids.ravel(), dense.ravel())
         if self.candidates is None:  # any lower bound of the k-th best score keeps it exact
-            theta = self._canonical_many(w, *flat, tol, n, k)[2] - tol
+            cut = dense.shape[1] - k
+            theta = (
+                np.partition(dense, cut, axis=1)[:, cut].astype(np.float64) - tol
+                if cut >= 0
+                else np.full(n, -np.inf)
+            )
         else:  # the budget cut must see the same threshold in every path: canonical
             theta = self._canonical_many(w, *flat, tol, n, k)[1] - tol
         need = bound >= (theta - tol)[:, None]
@@ -493,9 +533,8 @@ class Recommender:
         for r, s, scores, _ in self._cluster_scores(w, rows, clusters, excl, rows):
             i, j = np.nonzero(scores >= (theta[r] - tol[r])[:, None])
             found.append((r[i], s + j, scores[i, j]))
-        out, _, kth32 = self._canonical_many(
-            w, *(np.concatenate(part) for part in zip(*found, strict=True)), tol, n, k
-        )
+        found_rows, found_ids, found_vals = (np.concatenate(p) for p in zip(*found, strict=True))
+        out, _, kth32 = self._canonical_many(w, found_rows, found_ids, found_vals, tol, n, k)
         if truncated:  # the probe buffer may have dropped near-ties: score everything
             overflow = np.isfinite(dense).all(axis=1) & (dense.min(axis=1) >= kth32 - tol)
             for row in np.flatnonzero(overflow):
@@ -548,7 +587,7 @@ class Recommender:
         index = self._ensure_index()
         w = np.ascontiguousarray(w, dtype=np.float32)
         width = k + _SLACK
-        tol = float(self._tol(w[None, :])[0])
+        tol = self._tol_one(w)
         bound, estimate = index.bounds(w[None, :])
         bound, estimate = bound[0], estimate[0]
         nc = index.n_clusters
@@ -583,7 +622,7 @@ class Recommender:
         w = np.asarray(w, dtype=np.float32)
         scores = self._vec @ w
         scores[excl] = -np.inf
-        tol = float(self._tol(w[None, :])[0])
+        tol = self._tol_one(w)
         ids = np.arange(len(scores))
         return self._canonical_one(w, scores, ids, tol, k, len(scores) + 1)[0]
 
@@ -640,11 +679,11 @@ class Recommender:
         self, user_vector: np.ndarray, k: int, exclude: Sequence[int] = ()
     ) -> np.ndarray:
         """Reference for :meth:`top_k`: scores every available item (slow; for measuring)."""
-        exclude = np.asarray(exclude, dtype=np.int64)
+        positions = np.asarray(exclude, dtype=np.int64)
         if self._constant or k <= 0:
-            return self._model_one(np.asarray(user_vector), exclude, k)
+            return self._model_one(np.asarray(user_vector), positions, k)
         self._ensure_index()
-        internal = self._internal[exclude] if len(exclude) else exclude
+        internal = self._internal[positions] if len(positions) else positions
         excl = np.unique(internal[internal >= 0])
         return self._items[self._exact_internal(np.asarray(user_vector), excl, k)]
 
@@ -778,17 +817,23 @@ class Recommender:
         if k < 0:
             raise ValueError(f"k must be >= 0, got {k}")
         b = self.bundle
-        user = int(_positions(b.user_ids, np.array([user_id]))[0])
-        sess = _positions(b.item_ids, np.asarray(session_items, dtype=np.int64)[::-1])
-        sess = sess[sess >= 0]
-        stored = b.history(user) if user >= 0 else np.zeros(0, dtype=np.int64)
-        hist = np.concatenate([sess, stored]).astype(np.int64)
+        user = int(np.searchsorted(b.user_ids, user_id))
+        if user >= b.n_users or b.user_ids[user] != user_id:
+            user = -1
+        stored = b.history(user).astype(np.int64) if user >= 0 else _EMPTY
+        bought = b.bought(user).astype(np.int64) if user >= 0 else _EMPTY
+        sess = _EMPTY
+        if len(session_items):
+            sess = _positions(b.item_ids, np.asarray(session_items, dtype=np.int64)[::-1])
+            sess = sess[sess >= 0]
+        hist = stored
         if len(sess):
+            hist = np.concatenate([sess, stored])
             _, first = np.unique(hist, return_index=True)
             hist = hist[np.sort(first)]  # dedup, most recent first
-        sold = _positions(b.item_ids, np.asarray(session_bought, dtype=np.int64))
-        bought = b.bought(user) if user >= 0 else np.zeros(0, dtype=np.int64)
-        bought = np.concatenate([bought, sold[sold >= 0]]).astype(np.int64)
+        if len(session_bought):
+            sold = _positions(b.item_ids, np.asarray(session_bought, dtype=np.int64))
+            bought = np.concatenate([bought, sold[sold >= 0]])
 
         w: np.ndarray | None
         if user >= 0:
@@ -811,7 +856,7 @@ class Recommender:
             w = np.zeros(b.item_vectors.shape[1], dtype=np.float32)
             w[-1] = 1.0
         scores = _tree_sum(w.astype(np.float64) * b.item_vectors[pos].astype(np.float64))
-        seen = {int(c) for c in b.item_category[hist] if c >= 0}
+        seen = set(b.item_category[hist].tolist()) - {-1} if 2 in parts else set()
         categories = b.item_category[pos].tolist()
         model_reason = REASON_FOR_YOU if user >= 0 else REASON_SIMILAR
         reasons = [
@@ -832,7 +877,7 @@ class Recommender:
             source=source,
         )
 
-    def recommend_batch(self, user_ids: np.ndarray, k: int, chunk: int = 4096) -> np.ndarray:
+    def recommend_batch(self, user_ids: np.ndarray, k: int, chunk: int = 2048) -> np.ndarray:
         """Top-``k`` item ids for many visitors without session: the ranking of
         :meth:`recommend`, computed with matrix products over chunks of visitors.
 
@@ -843,7 +888,8 @@ class Recommender:
         k : int
             Items per visitor.
         chunk : int
-            Visitors ranked together (memory ~ ``chunk * n_clusters * 12`` bytes).
+            Visitors ranked together (peak memory ~ ``chunk * n_clusters * 40`` bytes, about
+            200 MB for 2048 visitors at full scale).
 
         Returns
         -------
@@ -852,8 +898,12 @@ class Recommender:
         """
         if k < 0:
             raise ValueError(f"k must be >= 0, got {k}")
+        with _single_threaded_blas():
+            return self._recommend_batch(np.asarray(user_ids, dtype=np.int64).ravel(), k, chunk)
+
+    def _recommend_batch(self, user_ids: np.ndarray, k: int, chunk: int) -> np.ndarray:
         b = self.bundle
-        users = _positions(b.user_ids, np.asarray(user_ids, dtype=np.int64).ravel())
+        users = _positions(b.user_ids, user_ids)
         result = np.full((len(users), k), -1, dtype=np.int64)
         cold = np.flatnonzero(users < 0)
         pad = b.item_ids[self._popular[:k]]
@@ -868,3 +918,13 @@ class Recommender:
             out = self._rank_many(b.user_vectors[u], hist, bought, len(u), k, head, use_model)
             result[rows] = np.where(out >= 0, b.item_ids[np.maximum(out, 0)], -1)
         return result
+
+
+def _single_threaded_blas() -> AbstractContextManager:
+    """One BLAS thread while batch ranking: its many small products only lose from
+    threading (measured 1.5-3x faster on 2 cores). A no-op without threadpoolctl."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - optional dependency
+        return nullcontext()
+    return threadpool_limits(limits=1, user_api="blas")

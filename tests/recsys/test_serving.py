@@ -324,3 +324,28 @@ def test_many_exact_ties_are_ordered_by_popularity() -> None:
         assert set(expected) <= set(range(60))
         assert rec.top_k(vector, 5, exclude).tolist() == expected
         assert batch[user].tolist() == bundle.item_ids[expected].tolist()
+
+
+def test_exact_for_vectors_whose_bias_weight_is_not_one() -> None:
+    """Bundles promise a last user column of 1.0; other weights still rank exactly."""
+    bundle = random_bundle(4)
+    rec = Recommender(bundle, policy="model", leaf_size=8, probe=2)
+    rng = np.random.default_rng(0)
+    for weight in (0.0, 0.3, 2.5, -1.0):
+        for _ in range(20):
+            vector = np.append(rng.normal(size=8), weight).astype(np.float32)
+            assert rec.top_k(vector, 7).tolist() == brute_force(bundle, vector, 7, [])
+
+
+def test_bias_only_model_ranks_by_bias(bundle) -> None:
+    bundle.item_vectors = bundle.item_vectors[:, -1:].copy()  # dimension 1: the bias
+    bundle.user_vectors = np.ones((3, 1), dtype=np.float32)
+    rec = Recommender(bundle, policy="model")
+    assert rec.recommend(2, 4).item_ids == ids(6, 4, 3, 2)  # biases 0.5, 0.3, 0.2, 0.1
+
+
+def test_index_is_built_once_per_bundle(bundle) -> None:
+    first, second = Recommender(bundle, policy="model"), Recommender(bundle, policy="blend")
+    first.warm_up()
+    second.warm_up()
+    assert first._index is second._index
