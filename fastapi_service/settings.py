@@ -27,11 +27,12 @@ class ServiceSettings(BaseSettings):
         description="models:/NAME@ALIAS, models:/NAME/VERSION or a local bundle folder.",
     )
     tracking_uri: str | None = Field(
-        default=None,
+        # the library's default store (recsys.config.Settings), so `make demo` needs no setting
+        default="sqlite:///var/mlflow.db",
         validation_alias=AliasChoices(
             "tracking_uri", "RECSYS_TRACKING_URI", "RECSYS_MLFLOW_TRACKING_URI"
         ),
-        description="MLflow tracking URI; default: MLflow's own (MLFLOW_TRACKING_URI).",
+        description="MLflow tracking URI (the image sets the team server's URL).",
     )
     cache_dir: Path = Field(
         default=Path("var/model-cache"),

@@ -178,14 +178,19 @@ def results_table(results: pd.DataFrame) -> Table:
 
 @app.command()
 def serve(
-    host: Annotated[str, typer.Option()] = "127.0.0.1",
-    port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
-    workers: Annotated[int, typer.Option(min=1)] = 1,
+    host: Annotated[str, typer.Option(envvar="RECSYS_HOST")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, envvar="RECSYS_PORT")] = 8000,
 ) -> None:
-    """Run the recommendation service (the same command the Docker image runs)."""
-    import uvicorn
+    """Run the recommendation service (what the Docker image runs: python -m fastapi_service).
 
-    uvicorn.run("fastapi_service.app:app", host=host, port=port, workers=workers, log_level="info")
+    Every other setting comes from RECSYS_* variables (fastapi_service/settings.py).
+    """
+    import os
+
+    from fastapi_service.__main__ import main as run_service
+
+    os.environ.update(RECSYS_HOST=host, RECSYS_PORT=str(port))
+    run_service()
 
 
 if __name__ == "__main__":

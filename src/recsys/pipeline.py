@@ -26,7 +26,7 @@ from recsys.evaluation import evaluate_policy, hits_matrix, holdout_targets
 from recsys.interactions import DEFAULT_EVENT_WEIGHTS, TrainingData, prepare_training_data
 from recsys.models.baselines import PopularityModel, RecentViewsModel
 from recsys.models.lightfm import LightFMModel
-from recsys.serving import Recommender
+from recsys.serving import DEFAULT_RECENT_SLOTS, Recommender
 from recsys.split import TimeSplit, make_split, window
 from recsys.tracking import (
     GateDecision,
@@ -66,6 +66,7 @@ class PipelineConfig:
             "item_alpha": 1e-6,
             "user_alpha": 1e-6,
             "epochs": 15,
+            "recent_slots": DEFAULT_RECENT_SLOTS,
         }
     )
     event_weights: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_EVENT_WEIGHTS))
@@ -94,19 +95,23 @@ class PipelineResult:
 # ---------------------------------------------------------------------------- evaluation
 
 
-def _policies(
-    models: dict[str, Bundle], lightfm_policy: str | None = None
-) -> dict[str, Recommender]:
-    """The ranking policies compared offline, each exactly as the service would serve it."""
-    out = {
-        "popular": Recommender(models["popular"], policy="popular"),
-        "recent": Recommender(models["recent"], policy="recent"),
+#: name of each LightFM-based policy as reported, by serving policy
+LIGHTFM_POLICIES = {"model": "lightfm", "blend": "lightfm+recent"}
+
+
+def lightfm_policies(bundle: Bundle) -> dict[str, Recommender]:
+    """LightFM alone and blended with the visitor's recent views, exactly as served."""
+    return {name: Recommender(bundle, policy=p) for p, name in LIGHTFM_POLICIES.items()}
+
+
+def baseline_policies(data: TrainingData, window_days: int) -> dict[str, Recommender]:
+    """Popularity (recent, add-to-cart weighted) and "recently viewed by this visitor"."""
+    popular = PopularityModel(window_days=window_days).fit(data).to_bundle(data)
+    recent = RecentViewsModel().fit(data).to_bundle(data)
+    return {
+        "popular": Recommender(popular, policy="popular"),
+        "recent": Recommender(recent, policy="recent"),
     }
-    for policy in ("model", "blend") if lightfm_policy is None else (lightfm_policy,):
-        out["lightfm" if policy == "model" else "lightfm+recent"] = Recommender(
-            models["lightfm"], policy=policy
-        )
-    return out
 
 
 def score_policies(
@@ -125,7 +130,8 @@ def score_policies(
     return pd.concat(frames).reset_index().set_index(["model", "target", "segment"]).sort_index()
 
 
-def _targets(events: pd.DataFrame, start_ms: int, end_ms: int) -> dict[str, pd.DataFrame]:
+def window_targets(events: pd.DataFrame, start_ms: int, end_ms: int) -> dict[str, pd.DataFrame]:
+    """Targets per kind ("addtocart", "any") of the window [start, end); warm = seen before it."""
     before, after = window(events, None, start_ms), window(events, start_ms, end_ms)
     return {t: holdout_targets(before, after, t) for t in TARGETS}
 
@@ -147,6 +153,7 @@ def _fit_lightfm(
     progress: bool = False,
 ) -> LightFMModel:
     params = dict(params)
+    params.pop("recent_slots", None)  # a serving knob, not LightFM's
     epochs = int(params.pop("epochs"))
     model = LightFMModel(epochs=epochs, random_state=seed, **params)
     bar = tqdm(total=epochs, desc="LightFM epochs", disable=not progress, leave=False)
@@ -161,14 +168,11 @@ def _fit_lightfm(
     return model
 
 
-def _bundles(data: TrainingData, lfm: LightFMModel, cfg: PipelineConfig) -> dict[str, Bundle]:
-    pop = PopularityModel(window_days=cfg.popularity_window_days).fit(data)
-    recent = RecentViewsModel().fit(data)
-    return {
-        "lightfm": lfm.to_bundle(data),
-        "popular": pop.to_bundle(data),
-        "recent": recent.to_bundle(data),
-    }
+def _served_bundle(model: LightFMModel, data: TrainingData, params: dict[str, Any]) -> Bundle:
+    """The model's bundle carrying the serving knobs it was evaluated with."""
+    bundle = model.to_bundle(data)
+    bundle.metadata["recent_slots"] = int(params.get("recent_slots", DEFAULT_RECENT_SLOTS))
+    return bundle
 
 
 def _suggest(trial: Any, base: dict[str, Any]) -> dict[str, Any]:
@@ -180,6 +184,8 @@ def _suggest(trial: Any, base: dict[str, Any]) -> dict[str, Any]:
         "item_alpha": trial.suggest_float("item_alpha", 1e-8, 1e-4, log=True),
         "user_alpha": trial.suggest_float("user_alpha", 1e-8, 1e-4, log=True),
         "epochs": trial.suggest_int("epochs", 5, 40, step=5),
+        # slots of the blend's head given to the visitor's recent views (served policy knob)
+        "recent_slots": trial.suggest_int("recent_slots", 1, 5),
     }
 
 
@@ -197,23 +203,21 @@ def tune(
         events, ds.item_properties, ds.category_tree, split.validation_start_ms, cfg.event_weights
     )
     targets = {
-        "addtocart": _targets(events, split.validation_start_ms, split.holdout_start_ms)[
+        "addtocart": window_targets(events, split.validation_start_ms, split.holdout_start_ms)[
             "addtocart"
         ]
     }
-    baseline = _bundles(data, _fit_lightfm(data, {**cfg.lightfm, "epochs": 1}, cfg.seed), cfg)
 
     def objective(trial: optuna.Trial) -> float:
         params = cfg.lightfm if trial.number == 0 else _suggest(trial, cfg.lightfm)
         with mlflow.start_run(run_name=f"trial-{trial.number}", nested=True):
             mlflow.log_params(params)
             model = _fit_lightfm(data, params, cfg.seed)
-            bundles = {**baseline, "lightfm": model.to_bundle(data)}
-            recs = {n: r for n, r in _policies(bundles).items() if n.startswith("lightfm")}
+            recs = lightfm_policies(_served_bundle(model, data, params))
             table = score_policies(recs, targets, cfg.k)
             scores = {n: headline(table, n) for n in recs}
             best = max(scores, key=lambda n: scores[n])
-            policy = "model" if best == "lightfm" else "blend"
+            policy = {name: p for p, name in LIGHTFM_POLICIES.items()}[best]
             mlflow.log_metrics(
                 {f"val_{_metric_key(n)}_precision_at_5": v for n, v in scores.items()}
             )
@@ -323,7 +327,7 @@ def run_pipeline(cfg: PipelineConfig, settings: Settings | None = None) -> Pipel
         data = prepare_training_data(
             events, ds.item_properties, ds.category_tree, split.holdout_start_ms, cfg.event_weights
         )
-        targets = _targets(events, split.holdout_start_ms, split.end_ms)
+        targets = window_targets(events, split.holdout_start_ms, split.end_ms)
         mlflow.log_metrics(
             {
                 "train_users": len(data.user_ids),
@@ -335,15 +339,18 @@ def run_pipeline(cfg: PipelineConfig, settings: Settings | None = None) -> Pipel
 
         def curve(epoch: int, model: LightFMModel) -> None:
             # diagnostic only: epochs were chosen on the validation window, not here
-            rec = Recommender(model.to_bundle(data), policy=policy)
+            rec = Recommender(_served_bundle(model, data, params), policy=policy)
             table = score_policies({"lightfm": rec}, {"addtocart": targets["addtocart"]}, cfg.k)
             mlflow.log_metric(
                 "curve_holdout_precision_at_5", headline(table, "lightfm"), step=epoch
             )
 
         lfm = _fit_lightfm(data, params, cfg.seed, on_epoch=curve, progress=cfg.progress)
-        bundles = _bundles(data, lfm, cfg)
-        recommenders = _policies(bundles)
+        bundle = _served_bundle(lfm, data, params)
+        recommenders = {
+            **baseline_policies(data, cfg.popularity_window_days),
+            **lightfm_policies(bundle),
+        }
         results = score_policies(recommenders, targets, cfg.k)
         _log_results(results)
         mlflow.log_table(results.reset_index(), "evaluation/results.json")
@@ -353,10 +360,9 @@ def run_pipeline(cfg: PipelineConfig, settings: Settings | None = None) -> Pipel
             "evaluation/precision_at_k.png",
         )
 
-        served = "lightfm" if policy == "model" else "lightfm+recent"
+        served = LIGHTFM_POLICIES[policy]
         candidate = headline(results, served)
         mlflow.log_metric("served_precision_at_5", candidate)
-        bundle = bundles["lightfm"]
         bundle.metadata.update(
             {
                 "policy": policy,

@@ -51,6 +51,8 @@ REASON_VIEWED = "you viewed it"
 REASON_SIMILAR = "similar to an item you viewed"
 REASON_CATEGORY = "popular in its category"
 REASON_POPULAR = "popular now"
+#: blend: the visitor's recent views fill the head, the model the rest (won offline at full scale)
+DEFAULT_RECENT_SLOTS = 5
 REASON_FOR_YOU = "recommended for you"
 
 #: extra slots kept per user while scanning, to detect near-ties beyond the k-th item
@@ -318,8 +320,9 @@ class Recommender:
     candidates : int, optional
         None (default): exact top-k. An int caps the items scored per user after the probe
         (approximate; bounds the worst-case latency).
-    recent_slots : int
-        Leading slots of ``"blend"`` and of session fold-in taken by recent items.
+    recent_slots : int, optional
+        Leading slots of ``"blend"`` and of session fold-in taken by recent items; default:
+        the bundle's ``metadata["recent_slots"]``, else :data:`DEFAULT_RECENT_SLOTS`.
     leaf_size : int
         Maximum cluster size of the index.
     probe : int
@@ -337,7 +340,7 @@ class Recommender:
         bundle: Bundle,
         policy: str = "blend",
         candidates: int | None = None,
-        recent_slots: int = 2,
+        recent_slots: int | None = None,
         leaf_size: int = 64,
         probe: int = 8,
     ) -> None:
@@ -348,6 +351,8 @@ class Recommender:
         self.bundle = bundle
         self.policy = policy
         self.candidates = candidates
+        if recent_slots is None:  # what training chose, recorded in the bundle
+            recent_slots = int(bundle.metadata.get("recent_slots", DEFAULT_RECENT_SLOTS))
         self.recent_slots = max(0, int(recent_slots))
         self.leaf_size = max(1, int(leaf_size))
         self.probe = max(1, int(probe))

@@ -1,0 +1,528 @@
+"""Full-scale serving benchmark: the service as deployed, loaded with wrk, goals side by side.
+
+Starts ``python -m fastapi_service`` (exactly the image command) on 127.0.0.1 with a local
+bundle folder, then in one run measures:
+
+* start-up to ready: process start until ``GET /health/ready`` answers 200 (goal <= 30 s);
+* wrk (1 thread, N connections, same duration, each after a short warm-up) against
+  (a) ``GET /health/live`` (the server's ceiling), (b) ``GET /recommendations?user_id=..&k=5``
+  rotating over sampled warm visitor ids (a wrk Lua script) and (c) the same for unknown
+  (cold) visitors, for information;
+* throughput of (b) / throughput of (a) (goal >= 0.70) and the p99 latency of (b)
+  (goal <= 10 ms), as wrk reports them (``--latency``);
+* service memory: VmRSS of the server process and its children after the load runs
+  (goal <= 1.5 GB);
+* top-k agreement, in process on the same bundle: ``Recommender.top_k`` (the served fast
+  path) vs ``Recommender.exact_top_k`` (brute force) for sampled warm users (goal >= 99 %).
+
+Needs wrk (Debian package ``wrk``: ``apt-get install -y wrk``; a Python load generator
+saturates before the server on 2 cores). The bundle is written by
+``benchmarks/train_full_scale.py``. Do not run it while something else loads the machine.
+
+    .venv/bin/python benchmarks/serve_full_scale.py [--bundle var/bench/bundle] [--duration 20]
+        [--connections 8] [--workers 1] [--users 10000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+
+GOAL_STARTUP_S = 30.0
+GOAL_RATIO = 0.70
+GOAL_P99_MS = 10.0
+GOAL_AGREEMENT = 0.99
+GOAL_RSS_BYTES = 1.5 * 1024**3
+
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3, "h": 3600e3}
+_SIZE = {"": 1, "k": 1e3, "K": 1e3, "M": 1e6, "G": 1e9}
+
+
+# ---------------------------------------------------------------------------- wrk
+
+
+@dataclass
+class WrkResult:
+    """What one wrk run reported."""
+
+    name: str
+    requests_per_s: float
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+    requests: int
+    non_2xx: int
+    socket_errors: dict[str, int]
+    raw: str
+
+
+def _ms(text: str) -> float:
+    """wrk duration text (``812.00us``, ``3.21ms``, ``1.02s``, ``2.00m``) in milliseconds."""
+    match = re.fullmatch(r"([0-9.]+)(us|ms|s|m|h)", text)
+    if not match:
+        raise ValueError(f"unparsable wrk duration {text!r}")
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def parse_wrk(name: str, out: str) -> WrkResult:
+    """Parse the output of ``wrk --latency``."""
+
+    def find(pattern: str) -> re.Match[str]:
+        match = re.search(pattern, out, re.MULTILINE)
+        if match is None:
+            raise ValueError(f"wrk output of {name} has no match for {pattern!r}:\n{out}")
+        return match
+
+    rps = float(find(r"^Requests/sec:\s+([0-9.]+)").group(1))
+    p50 = _ms(find(r"^\s+50%\s+(\S+)").group(1))
+    p99 = _ms(find(r"^\s+99%\s+(\S+)").group(1))
+    max_ms = _ms(find(r"^\s+Latency\s+\S+\s+\S+\s+(\S+)").group(1))
+    requests = int(find(r"^\s+(\d+) requests in").group(1))
+    non = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    socket_errors = (
+        dict(zip(("connect", "read", "write", "timeout"), map(int, errors.groups()), strict=True))
+        if errors
+        else {}
+    )
+    return WrkResult(
+        name, rps, p50, p99, max_ms, requests, int(non.group(1)) if non else 0, socket_errors, out
+    )
+
+
+def lua_rotation(path: Path, ids: np.ndarray, k: int) -> Path:
+    """A wrk script requesting ``/recommendations?user_id=<id>&k=<k>``, ids round-robin."""
+    table = ",".join(str(int(i)) for i in ids)
+    path.write_text(
+        f"local ids = {{{table}}}\n"
+        "local n = #ids\n"
+        "local i = 0\n"
+        "request = function()\n"
+        "  i = i % n + 1\n"
+        f'  return wrk.format("GET", "/recommendations?user_id=" .. ids[i] .. "&k={k}")\n'
+        "end\n"
+    )
+    return path
+
+
+def run_wrk(
+    name: str, url: str, duration: float, connections: int, script: Path | None = None
+) -> WrkResult:
+    cmd = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(duration))}s", "--latency"]
+    cmd += ["--timeout", "5s"]
+    if script is not None:
+        cmd += ["-s", str(script)]
+    done = subprocess.run([*cmd, url], capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"wrk failed ({done.returncode}): {done.stderr}\n{done.stdout}")
+    return parse_wrk(name, done.stdout)
+
+
+# ---------------------------------------------------------------------------- server
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def http_get(port: int, path: str, timeout: float = 2.0) -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("GET", path)
+        reply = conn.getresponse()
+        return reply.status, reply.read()
+    finally:
+        conn.close()
+
+
+def server_env(bundle: Path, tmp: Path, port: int, workers: int) -> dict[str, str]:
+    """The image's environment (Dockerfile), pointed at a local bundle and a temp folder."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RECSYS_")}
+    env.update(
+        PYTHONUNBUFFERED="1",
+        OPENBLAS_NUM_THREADS="1",
+        RECSYS_HOST="127.0.0.1",
+        RECSYS_PORT=str(port),
+        RECSYS_WORKERS=str(workers),
+        RECSYS_MODEL_URI=str(bundle),
+        RECSYS_CACHE_DIR=str(tmp / "model-cache"),
+        RECSYS_DB_URL=f"sqlite:///{tmp / 'events.db'}",
+        RECSYS_POLL_INTERVAL_S="0",
+        RECSYS_ACCESS_LOG="false",
+    )
+    return env
+
+
+def wait_ready(proc: subprocess.Popen, port: int, log: Path, limit_s: float) -> tuple[float, float]:
+    """Seconds from start to the first answer of /health/live and to 200 from /health/ready."""
+    start = time.perf_counter()
+    live_s = None
+    while time.perf_counter() - start < limit_s:
+        if proc.poll() is not None:
+            raise RuntimeError(
+                f"server exited with {proc.returncode} before ready:\n{log.read_text()[-4000:]}"
+            )
+        try:
+            if live_s is None and http_get(port, "/health/live")[0] == 200:
+                live_s = time.perf_counter() - start
+            status, _ = http_get(port, "/health/ready")
+            if status == 200:
+                ready_s = time.perf_counter() - start
+                return (live_s if live_s is not None else ready_s), ready_s
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"server not ready after {limit_s:.0f} s:\n{log.read_text()[-4000:]}")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """SIGTERM the server's process group, SIGKILL it if it lingers."""
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+    except ProcessLookupError:
+        pass
+
+
+def descendants(pid: int) -> list[int]:
+    """``pid`` and every process below it (from /proc/<pid>/stat parent ids)."""
+    parent_of: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            parent_of[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    found, frontier = [pid], [pid]
+    while frontier:
+        frontier = [c for c, p in parent_of.items() if p in frontier]
+        found += frontier
+    return found
+
+
+def memory(pids: list[int]) -> dict[str, int]:
+    """Summed VmRSS, VmHWM (peak RSS) and PSS in bytes over ``pids``."""
+    total = {"rss": 0, "hwm": 0, "pss": 0}
+    for pid in pids:
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+            rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()
+        except OSError:
+            continue
+        for key, field in (("rss", "VmRSS"), ("hwm", "VmHWM")):
+            match = re.search(rf"^{field}:\s+(\d+) kB", status, re.MULTILINE)
+            total[key] += int(match.group(1)) * 1024 if match else 0
+        match = re.search(r"^Pss:\s+(\d+) kB", rollup, re.MULTILINE)
+        total["pss"] += int(match.group(1)) * 1024 if match else 0
+    return total
+
+
+def server_seconds(port: int) -> dict[str, tuple[float, float]]:
+    """(count, sum of seconds) of the service's own request-duration histogram, by route."""
+    status, body = http_get(port, "/metrics", timeout=10)
+    out: dict[str, list[float]] = {}
+    if status != 200:
+        return {}
+    pattern = r"^recsys_http_request_duration_seconds_(count|sum)\{([^}]*)\} (\S+)$"
+    for kind, labels, value in re.findall(pattern, body.decode(), re.MULTILINE):
+        route = re.search(r'route="([^"]*)"', labels)
+        if route:
+            slot = out.setdefault(route.group(1), [0.0, 0.0])
+            slot[0 if kind == "count" else 1] += float(value)
+    return {route: (c, s) for route, (c, s) in out.items()}
+
+
+# ---------------------------------------------------------------------------- environment
+
+
+def hardware() -> str:
+    model = "unknown cpu"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = ""
+    try:
+        kb = int(re.search(r"MemTotal:\s+(\d+)", Path("/proc/meminfo").read_text()).group(1))
+        mem = f", {kb / 1024**2:.1f} GiB RAM"
+    except (OSError, AttributeError):
+        pass
+    usable = len(os.sched_getaffinity(0))
+    return f"{model}, {os.cpu_count()} cores ({usable} usable){mem}"
+
+
+def wrk_version() -> str:
+    done = subprocess.run(["wrk", "-v"], capture_output=True, text=True, check=False)
+    return (done.stdout or done.stderr).splitlines()[0].split(" Copyright")[0].strip()
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "FAIL"
+
+
+def gib(n: float) -> str:
+    return f"{n / 1024**3:.2f} GiB"
+
+
+# ---------------------------------------------------------------------------- agreement
+
+
+def agreement(bundle_dir: Path, users: np.ndarray, k: int) -> dict[str, float]:
+    """Fast path vs brute force on ``users`` (bundle positions), in this process."""
+    from recsys.bundle import Bundle
+    from recsys.serving import Recommender
+
+    t0 = time.perf_counter()
+    bundle = Bundle.load(bundle_dir)
+    load_s = time.perf_counter() - t0
+    rec = Recommender(bundle, policy="model")
+    t0 = time.perf_counter()
+    rec.warm_up()
+    index_s = time.perf_counter() - t0
+    same = total = lists = overlap = 0
+    fast_t, exact_t = [], []
+    for u in users:
+        w = bundle.user_vectors[u]
+        bought = bundle.bought(int(u))
+        t0 = time.perf_counter()
+        fast = rec.top_k(w, k, exclude=bought)
+        t1 = time.perf_counter()
+        exact = rec.exact_top_k(w, k, exclude=bought)
+        t2 = time.perf_counter()
+        fast_t.append(t1 - t0)
+        exact_t.append(t2 - t1)
+        n = max(len(fast), len(exact))
+        total += n
+        same += sum(1 for i in range(min(len(fast), len(exact))) if int(fast[i]) == int(exact[i]))
+        overlap += len(set(fast.tolist()) & set(exact.tolist()))
+        lists += int(np.array_equal(fast, exact))
+    fast_ms, exact_ms = np.array(fast_t) * 1e3, np.array(exact_t) * 1e3
+    return {
+        "positions": same / max(1, total),
+        "sets": overlap / max(1, total),
+        "lists": lists / max(1, len(users)),
+        "load_s": load_s,
+        "index_s": index_s,
+        "fast_mean_ms": float(fast_ms.mean()),
+        "fast_p99_ms": float(np.percentile(fast_ms, 99)),
+        "exact_mean_ms": float(exact_ms.mean()),
+        "exact_p99_ms": float(np.percentile(exact_ms, 99)),
+        "n_items": bundle.n_items,
+        "n_users": bundle.n_users,
+        "dim": bundle.item_vectors.shape[1],
+    }
+
+
+# ---------------------------------------------------------------------------- main
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bundle", type=Path, default=REPO / "var/bench/bundle")
+    parser.add_argument("--duration", type=float, default=20.0, help="seconds per wrk run")
+    parser.add_argument("--warmup", type=float, default=3.0, help="seconds of each warm-up run")
+    parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
+    parser.add_argument("--users", type=int, default=10_000, help="warm ids the wrk script rotates")
+    parser.add_argument("--agreement-users", type=int, default=1_000)
+    parser.add_argument("--k", type=int, default=5)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--ready-timeout", type=float, default=300.0)
+    parser.add_argument("--check", action="store_true", help="exit 1 if any goal fails")
+    args = parser.parse_args()
+
+    if shutil.which("wrk") is None:
+        sys.exit("wrk not found: apt-get install -y wrk")
+    bundle_dir = args.bundle.resolve()
+    arrays = bundle_dir / "arrays.npz"
+    if not arrays.is_file():
+        sys.exit(f"no bundle at {bundle_dir} (run benchmarks/train_full_scale.py first)")
+
+    print("=== serve_full_scale ===")
+    print(f"hardware: {hardware()}")
+    print(f"tools: {wrk_version()}; python {platform.python_version()}, numpy {np.__version__}")
+    print(
+        f"setup: python -m fastapi_service, {args.workers} uvicorn worker(s), 127.0.0.1, "
+        f"OPENBLAS_NUM_THREADS=1, access log off; wrk 1 thread, {args.connections} "
+        f"connections, {args.duration:.0f} s per run after a {args.warmup:.0f} s warm-up"
+    )
+    size = sum(f.stat().st_size for f in bundle_dir.iterdir() if f.is_file())
+    meta = json.loads((bundle_dir / "metadata.json").read_text())
+    print(
+        f"bundle: {bundle_dir} ({size / 1e6:.0f} MB on disk; model_version "
+        f"{meta.get('model_version')}, policy {meta.get('policy')})"
+    )
+
+    # only the id array: the server gets the machine to itself while it starts
+    with np.load(arrays, allow_pickle=False) as npz:
+        user_ids = npz["user_ids"]
+    rng = np.random.default_rng(args.seed)
+    n_sample = min(args.users, len(user_ids))
+    warm_pos = np.sort(rng.choice(len(user_ids), size=n_sample, replace=False))
+    warm_ids = user_ids[rng.permutation(warm_pos)]
+    top = int(user_ids.max()) if len(user_ids) else 0
+    cold_ids = np.arange(top + 1, top + 1 + n_sample, dtype=np.int64)
+    del user_ids
+
+    failures: list[str] = []
+    results: dict[str, WrkResult] = {}
+    with tempfile.TemporaryDirectory(prefix="serve_full_scale-") as tmp_name:
+        tmp = Path(tmp_name)
+        port = free_port()
+        log = tmp / "server.log"
+        warm_lua = lua_rotation(tmp / "warm.lua", warm_ids, args.k)
+        cold_lua = lua_rotation(tmp / "cold.lua", cold_ids, args.k)
+        with log.open("wb") as log_file:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "fastapi_service"],
+                cwd=REPO,
+                env=server_env(bundle_dir, tmp, port, args.workers),
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own process group: stop() ends the workers too
+            )
+        try:
+            live_s, ready_s = wait_ready(proc, port, log, args.ready_timeout)
+            mem_ready = memory(descendants(proc.pid))
+            model = json.loads(http_get(port, "/model", timeout=10)[1])
+            print(
+                f"served: version {model['version']}, policy {model['policy']}, "
+                f"{model['n_items']:,} items, {model['n_users']:,} warm users; "
+                f"port {port}, server pid {proc.pid}"
+            )
+            print(
+                f"\nstart-up: port answers after {live_s:.2f} s, ready after {ready_s:.2f} s "
+                f"(RSS when ready {gib(mem_ready['rss'])})"
+            )
+
+            base = f"http://127.0.0.1:{port}"
+            plan = [
+                ("health/live", f"{base}/health/live", None),
+                ("recommendations warm", f"{base}/recommendations", warm_lua),
+                ("recommendations cold", f"{base}/recommendations", cold_lua),
+            ]
+            server_side: dict[str, float] = {}
+            for name, url, script in plan:
+                if args.warmup > 0:
+                    run_wrk(name, url, args.warmup, args.connections, script)
+                before = server_seconds(port)
+                results[name] = res = run_wrk(name, url, args.duration, args.connections, script)
+                after = server_seconds(port)
+                route = "/health/live" if script is None else "/recommendations"
+                c0, s0 = before.get(route, (0.0, 0.0))
+                c1, s1 = after.get(route, (0.0, 0.0))
+                if c1 > c0:
+                    server_side[name] = (s1 - s0) / (c1 - c0) * 1e3
+                errors = sum(res.socket_errors.values())
+                print(
+                    f"wrk {name:<22} {res.requests_per_s:9.1f} req/s  p50 {res.p50_ms:7.2f} ms  "
+                    f"p99 {res.p99_ms:7.2f} ms  max {res.max_ms:8.2f} ms  "
+                    f"({res.requests:,} requests, non-2xx {res.non_2xx}, socket errors "
+                    f"{errors})"
+                )
+                if res.non_2xx or errors:
+                    print(f"!!! {name}: {res.non_2xx} non-2xx responses, {res.socket_errors}")
+                    print(res.raw)
+                    if script is not None:
+                        status, body = http_get(port, f"/recommendations?user_id={warm_ids[0]}")
+                        print(f"sample answer: {status} {body[:500]!r}")
+                    failures.append(f"{name}: {res.non_2xx} non-2xx, socket errors {errors}")
+            if server_side:
+                parts = ", ".join(f"{n} {ms:.2f} ms" for n, ms in server_side.items())
+                note = " (worker 1 of N only)" if args.workers > 1 else ""
+                print(f"in-app time per request (service's own histogram){note}: {parts}")
+
+            pids = descendants(proc.pid)
+            mem = memory(pids)
+            print(
+                f"memory after load ({len(pids)} process(es)): RSS {gib(mem['rss'])}, "
+                f"peak RSS {gib(mem['hwm'])}, PSS {gib(mem['pss'])}"
+            )
+        finally:
+            stop(proc)
+        tail = [line for line in log.read_text().splitlines() if "ERROR" in line]
+        if tail:
+            print("server log errors:\n  " + "\n  ".join(tail[-10:]))
+
+    # in process, after the server is gone: the same bundle, the model policy
+    agree_pos = rng.choice(warm_pos, size=min(args.agreement_users, len(warm_pos)), replace=False)
+    agree = agreement(bundle_dir, agree_pos, args.k)
+    print(
+        f"\nin-process: load {agree['load_s']:.2f} s, index build {agree['index_s']:.2f} s "
+        f"({agree['n_items']:,} items x {agree['dim']}); per user top_k "
+        f"{agree['fast_mean_ms']:.2f} ms (p99 {agree['fast_p99_ms']:.2f}), exact_top_k "
+        f"{agree['exact_mean_ms']:.2f} ms (p99 {agree['exact_p99_ms']:.2f})"
+    )
+
+    live, warm = results["health/live"], results["recommendations warm"]
+    ratio = warm.requests_per_s / live.requests_per_s
+    checks = [
+        (
+            f"start-up to ready {ready_s:.2f} s (goal <= {GOAL_STARTUP_S:.0f} s)",
+            ready_s <= GOAL_STARTUP_S,
+        ),
+        (
+            f"throughput recommendations / health-live = {warm.requests_per_s:.0f} / "
+            f"{live.requests_per_s:.0f} = {ratio:.2f} (goal >= {GOAL_RATIO:.2f})",
+            ratio >= GOAL_RATIO,
+        ),
+        (
+            f"p99 latency of recommendations {warm.p99_ms:.2f} ms (goal <= {GOAL_P99_MS:.0f} ms)",
+            warm.p99_ms <= GOAL_P99_MS,
+        ),
+        (
+            f"top-{args.k} agreement fast vs exact: {agree['positions']:.2%} of positions "
+            f"({agree['sets']:.2%} of items, {agree['lists']:.2%} of lists identical; "
+            f"{len(agree_pos):,} warm users) (goal >= {GOAL_AGREEMENT:.0%})",
+            agree["positions"] >= GOAL_AGREEMENT,
+        ),
+        (
+            f"service memory RSS after load {gib(mem['rss'])} (goal <= {gib(GOAL_RSS_BYTES)})",
+            mem["rss"] <= GOAL_RSS_BYTES,
+        ),
+    ]
+    cold = results["recommendations cold"]
+    print("\n=== goals ===")
+    for text, ok in checks:
+        print(f"  [{verdict(ok)}] {text}")
+    print(
+        f"  [info] cold visitors: {cold.requests_per_s:.0f} req/s "
+        f"({cold.requests_per_s / live.requests_per_s:.2f} of health-live), "
+        f"p99 {cold.p99_ms:.2f} ms"
+    )
+    if failures:
+        print("\nERRORS during load (results above are not valid):\n  " + "\n  ".join(failures))
+        return 2
+    return 1 if args.check and not all(ok for _, ok in checks) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
