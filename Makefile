@@ -42,7 +42,7 @@ demo: install ## Synthetic data -> store -> train + register champion -> service
 	echo "GET /recommendations?user_id=$$user"; curl -s "http://$(HOST):$(PORT)/recommendations?user_id=$$user"; echo; \
 	echo "Service answering on http://$(HOST):$(PORT) (docs at /docs). Ctrl-C to stop."; wait $$pid
 
-test: install ## Run the whole test suite (needs PostgreSQL on 127.0.0.1:5432)
+test: lint typecheck ## Lint, type-check and run the whole test suite (needs PostgreSQL on 127.0.0.1:5432)
 	$(PY) -m pytest
 
 lint: install ## ruff lint + format check

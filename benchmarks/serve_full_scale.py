@@ -225,6 +225,18 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds used so far by ``pids`` (from /proc/<pid>/stat)."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15)
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def memory(pids: list[int]) -> dict[str, int]:
     """Summed VmRSS, VmHWM (peak RSS) and PSS in bytes over ``pids``."""
     total = {"rss": 0, "hwm": 0, "pss": 0}
@@ -429,24 +441,29 @@ def main() -> int:
                 ("recommendations warm", f"{base}/recommendations", warm_lua),
                 ("recommendations cold", f"{base}/recommendations", cold_lua),
             ]
-            server_side: dict[str, float] = {}
             for name, url, script in plan:
                 if args.warmup > 0:
                     run_wrk(name, url, args.warmup, args.connections, script)
-                before = server_seconds(port)
+                pids = descendants(proc.pid)
+                before, cpu0 = server_seconds(port), cpu_seconds(pids)
                 results[name] = res = run_wrk(name, url, args.duration, args.connections, script)
+                cpu = cpu_seconds(pids) - cpu0
                 after = server_seconds(port)
                 route = "/health/live" if script is None else "/recommendations"
                 c0, s0 = before.get(route, (0.0, 0.0))
                 c1, s1 = after.get(route, (0.0, 0.0))
-                if c1 > c0:
-                    server_side[name] = (s1 - s0) / (c1 - c0) * 1e3
+                # one worker's histogram when there are several: only meaningful for 1
+                in_app = (s1 - s0) / (c1 - c0) * 1e3 if c1 > c0 and args.workers == 1 else None
                 errors = sum(res.socket_errors.values())
                 print(
-                    f"wrk {name:<22} {res.requests_per_s:9.1f} req/s  p50 {res.p50_ms:7.2f} ms  "
-                    f"p99 {res.p99_ms:7.2f} ms  max {res.max_ms:8.2f} ms  "
-                    f"({res.requests:,} requests, non-2xx {res.non_2xx}, socket errors "
-                    f"{errors})"
+                    f"wrk {name:<21} {res.requests_per_s:8.1f} req/s  p50 {res.p50_ms:6.2f} ms  "
+                    f"p99 {res.p99_ms:6.2f} ms  max {res.max_ms:7.2f} ms  "
+                    f"({res.requests:,} requests, non-2xx {res.non_2xx}, socket errors {errors})"
+                )
+                print(
+                    f"    server CPU {cpu / max(1, res.requests) * 1e3:.3f} ms/request "
+                    f"({cpu / args.duration:.0%} of one core)"
+                    + (f", in-app time {in_app:.3f} ms/request" if in_app is not None else "")
                 )
                 if res.non_2xx or errors:
                     print(f"!!! {name}: {res.non_2xx} non-2xx responses, {res.socket_errors}")
@@ -455,10 +472,12 @@ def main() -> int:
                         status, body = http_get(port, f"/recommendations?user_id={warm_ids[0]}")
                         print(f"sample answer: {status} {body[:500]!r}")
                     failures.append(f"{name}: {res.non_2xx} non-2xx, socket errors {errors}")
-            if server_side:
-                parts = ", ".join(f"{n} {ms:.2f} ms" for n, ms in server_side.items())
-                note = " (worker 1 of N only)" if args.workers > 1 else ""
-                print(f"in-app time per request (service's own histogram){note}: {parts}")
+            if args.workers == 1:
+                print(
+                    "    (in-app = the service's own request-duration histogram, inside the "
+                    "middleware stack; server CPU includes the kernel's share of the loopback "
+                    "TCP and every thread)"
+                )
 
             pids = descendants(proc.pid)
             mem = memory(pids)

@@ -207,7 +207,7 @@ def build_router(service: Service) -> APIRouter:
             error = ErrorResponse(detail=f"{exc}; still serving {serving}")
             return JSONResponse(error.model_dump(), status_code=502)
         return ReloadResponse(
-            status=status,  # type: ignore[arg-type]
+            status=status,
             model_version=model.version,
             previous_version=previous.version if previous else None,
         )

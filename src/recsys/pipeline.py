@@ -89,7 +89,8 @@ class PipelineResult:
     params: dict[str, Any]
     #: rows: (model, target, segment); columns: metrics
     results: pd.DataFrame
-    champion_score: float | None
+    #: the champion's gate metrics re-scored on this run's holdout (None: there was none)
+    champion_score: tuple[float, ...] | None
 
 
 # ---------------------------------------------------------------------------- evaluation
@@ -134,6 +135,17 @@ def window_targets(events: pd.DataFrame, start_ms: int, end_ms: int) -> dict[str
     """Targets per kind ("addtocart", "any") of the window [start, end); warm = seen before it."""
     before, after = window(events, None, start_ms), window(events, start_ms, end_ms)
     return {t: holdout_targets(before, after, t) for t in TARGETS}
+
+
+#: what the gate compares, in order: the headline, then the metric that breaks exact ties
+GATE_METRICS = ("precision@5", "ndcg@5")
+
+
+def gate_score(results: pd.DataFrame, model: str) -> tuple[float, ...]:
+    """``model``'s gate metrics (add-to-cart targets, warm visitors) from a results table."""
+    target, segment, _ = HEADLINE
+    row = results.loc[(model, target, segment)]
+    return tuple(float(row[m]) for m in GATE_METRICS)
 
 
 def headline(results: pd.DataFrame, model: str) -> float:
@@ -361,15 +373,15 @@ def run_pipeline(cfg: PipelineConfig, settings: Settings | None = None) -> Pipel
         )
 
         served = LIGHTFM_POLICIES[policy]
-        candidate = headline(results, served)
-        mlflow.log_metric("served_precision_at_5", candidate)
+        candidate = gate_score(results, served)
+        mlflow.log_metric("served_precision_at_5", candidate[0])
         bundle.metadata.update(
             {
                 "policy": policy,
                 "run_id": run.info.run_id,
                 "cutoff_ms": split.holdout_start_ms,
                 "params": params,
-                "metrics": {"precision@5": candidate},
+                "metrics": dict(zip(GATE_METRICS, candidate, strict=True)),
             }
         )
         with tempfile.TemporaryDirectory() as tmp:
@@ -377,14 +389,19 @@ def run_pipeline(cfg: PipelineConfig, settings: Settings | None = None) -> Pipel
             version = log_bundle_model(Path(tmp) / "bundle", settings.model_name)
 
         champion_score = _rescore_champion(client, settings, targets, cfg.k)
-        baselines = {name: headline(results, name) for name in ("popular", "recent")}
-        decision = gate(candidate, champion_score, baselines, "precision@5")
+        baselines = {name: gate_score(results, name) for name in ("popular", "recent")}
+        decision = gate(candidate, champion_score, baselines, GATE_METRICS)
         alias = CHAMPION_ALIAS if decision.promote else CHALLENGER_ALIAS
         set_alias(client, settings.model_name, alias, version)
         client.set_model_version_tag(settings.model_name, version, "gate", decision.reason)
         mlflow.set_tags({"gate": decision.reason, "alias": alias, "model_version": version})
         if champion_score is not None:
-            mlflow.log_metric("champion_rescored_precision_at_5", champion_score)
+            mlflow.log_metrics(
+                {
+                    f"champion_rescored_{_metric_key(m)}": v
+                    for m, v in zip(GATE_METRICS, champion_score, strict=True)
+                }
+            )
         log.info("version %s -> %s: %s", version, alias, decision.reason)
         return PipelineResult(
             run_id=run.info.run_id,
@@ -400,8 +417,8 @@ def run_pipeline(cfg: PipelineConfig, settings: Settings | None = None) -> Pipel
 
 def _rescore_champion(
     client: Any, settings: Settings, targets: dict[str, pd.DataFrame], k: int
-) -> float | None:
-    """The current champion's headline metric on *this* run's holdout (None if no champion)."""
+) -> tuple[float, ...] | None:
+    """The current champion's gate metrics on *this* run's holdout (None if no champion)."""
     version = champion_version(client, settings.model_name)
     if version is None:
         return None
@@ -413,7 +430,7 @@ def _rescore_champion(
     champion = Bundle.load(path)
     rec = Recommender(champion, policy=champion.metadata.get("policy", "blend"))
     table = score_policies({"champion": rec}, {"addtocart": targets["addtocart"]}, k)
-    return headline(table, "champion")
+    return gate_score(table, "champion")
 
 
 def config_dict(cfg: PipelineConfig) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from typing import Any
 import mlflow
 import pandas as pd
 from mlflow.exceptions import MlflowException
+from mlflow.pyfunc import PythonModel
 from mlflow.tracking import MlflowClient
 
 from recsys.config import CHAMPION_ALIAS, Settings
@@ -45,7 +46,7 @@ def configure(settings: Settings) -> MlflowClient:
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
-class BundleModel(mlflow.pyfunc.PythonModel):
+class BundleModel(PythonModel):
     """Pyfunc wrapper: ``predict(DataFrame[user_id])`` -> top-k item ids per user.
 
     The ranking is the served one (``recsys.serving.Recommender`` with the bundle's policy).
@@ -113,30 +114,48 @@ class GateDecision:
 
 
 def gate(
-    candidate: float, champion: float | None, baselines: dict[str, float], metric: str
+    candidate: tuple[float, ...],
+    champion: tuple[float, ...] | None,
+    baselines: dict[str, tuple[float, ...]],
+    metrics: tuple[str, ...],
 ) -> GateDecision:
     """Promote only a model that beats the current champion and every baseline.
 
-    >>> gate(0.10, 0.08, {"popular": 0.05}, "precision@5").promote
+    Scores are tuples compared in order: the headline metric decides, the next one breaks an
+    exact tie (small holdouts tie often on precision@5: hits are counts).
+
+    >>> gate((0.10, 0.2), (0.08, 0.3), {"popular": (0.05, 0.1)}, ("p@5", "ndcg@5")).promote
     True
-    >>> gate(0.10, 0.12, {"popular": 0.05}, "precision@5").reason
-    'precision@5 0.1000 does not beat champion 0.1200'
-    >>> gate(0.10, None, {"recent": 0.11}, "precision@5").promote
+    >>> gate((0.10, 0.2), (0.12, 0.1), {"popular": (0.05, 0.1)}, ("p@5", "ndcg@5")).reason
+    'p@5 0.1000 does not beat champion 0.1200'
+    >>> gate((0.10, 0.3), None, {"recent": (0.10, 0.2)}, ("p@5", "ndcg@5")).reason
+    'first model: p@5 0.1000 beats every baseline (ndcg@5 breaks a tie)'
+    >>> gate((0.10, 0.2), None, {"recent": (0.10, 0.2)}, ("p@5", "ndcg@5")).promote
     False
     """
+
+    def describe(other: tuple[float, ...], name: str) -> str:
+        return f"{metrics[0]} {candidate[0]:.4f} does not beat {name} {other[0]:.4f}" + (
+            f" ({', '.join(metrics[1:])} tie too)" if candidate[0] == other[0] else ""
+        )
+
+    def tie_note(others: list[tuple[float, ...]]) -> str:
+        return f" ({metrics[1]} breaks a tie)" if any(o[0] == candidate[0] for o in others) else ""
+
     for name, value in baselines.items():
         if not candidate > value:
-            return GateDecision(
-                False, f"{metric} {candidate:.4f} does not beat baseline {name} {value:.4f}"
-            )
-    if champion is not None and not candidate > champion:
-        return GateDecision(
-            False, f"{metric} {candidate:.4f} does not beat champion {champion:.4f}"
-        )
+            return GateDecision(False, describe(value, f"baseline {name}"))
+    note = tie_note(list(baselines.values()))
     if champion is None:
-        return GateDecision(True, f"first model: {metric} {candidate:.4f} beats every baseline")
+        return GateDecision(
+            True, f"first model: {metrics[0]} {candidate[0]:.4f} beats every baseline{note}"
+        )
+    if not candidate > champion:
+        return GateDecision(False, describe(champion, "champion"))
+    note = tie_note([*baselines.values(), champion])
     return GateDecision(
-        True, f"{metric} {candidate:.4f} beats champion {champion:.4f} and every baseline"
+        True,
+        f"{metrics[0]} {candidate[0]:.4f} beats champion {champion[0]:.4f} and every baseline{note}",
     )
 
 
