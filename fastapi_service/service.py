@@ -23,7 +23,6 @@ from fastapi_service.metrics import ServiceMetrics
 from fastapi_service.schemas import Event, EventsAccepted
 from fastapi_service.settings import ServiceSettings
 from fastapi_service.state import (
-    EXPOSURE_COLUMNS,
     ExposureBuffer,
     LoadedModel,
     ModelState,
@@ -306,7 +305,7 @@ class Service:
         import pandas as pd
 
         columns = zip(*rows, strict=True)
-        frame = pd.DataFrame(dict(zip(EXPOSURE_COLUMNS, map(list, columns), strict=True)))
+        frame = pd.DataFrame(dict(zip(C.EXPOSURES_COLUMNS, map(list, columns), strict=True)))
         self.store.log_exposures(frame)
 
 

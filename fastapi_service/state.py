@@ -141,18 +141,6 @@ def _push_front(items: list[int], item_id: int, cap: int) -> None:
     del items[cap:]
 
 
-#: columns of an exposure row, in the order :class:`ExposureBuffer` stores them
-EXPOSURE_COLUMNS = (
-    C.REQUEST_ID,
-    C.TIMESTAMP,
-    C.VISITOR,
-    C.EXPERIMENT,
-    C.VARIANT,
-    C.MODEL_VERSION,
-    C.ITEM_IDS,
-)
-
-
 class ExposureBuffer:
     """Exposures waiting to be written to the store in one batch (bounded, thread-safe)."""
 
@@ -163,7 +151,7 @@ class ExposureBuffer:
         return len(self._rows)
 
     def add(self, row: tuple) -> bool:
-        """Buffer one row (see :data:`EXPOSURE_COLUMNS`); True if the oldest was dropped."""
+        """Buffer one row (see :data:`C.EXPOSURES_COLUMNS`); True if the oldest was dropped."""
         full = len(self._rows) == self._rows.maxlen
         self._rows.append(row)
         return full

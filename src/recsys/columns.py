@@ -40,3 +40,13 @@ EXPERIMENT: Final = "experiment"
 VARIANT: Final = "variant"
 MODEL_VERSION: Final = "model_version"
 ITEM_IDS: Final = "item_ids"
+#: an exposures row, in table order
+EXPOSURES_COLUMNS: Final = (
+    REQUEST_ID,
+    TIMESTAMP,
+    VISITOR,
+    EXPERIMENT,
+    VARIANT,
+    MODEL_VERSION,
+    ITEM_IDS,
+)

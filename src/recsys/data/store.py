@@ -52,15 +52,6 @@ _TEXT_LENGTH = 64
 _SQLITE_REBUILD_ROWS = 200_000
 _ID = BigInteger().with_variant(Integer, "sqlite")  # SQLite autoincrements INTEGER keys only
 _EVENT_LIST = ", ".join(f"'{e}'" for e in C.EVENT_TYPES)
-EXPOSURE_COLUMNS = (
-    C.REQUEST_ID,
-    C.TIMESTAMP,
-    C.VISITOR,
-    C.EXPERIMENT,
-    C.VARIANT,
-    C.MODEL_VERSION,
-    C.ITEM_IDS,
-)
 _EVENT_INSERT_COLUMNS = (*C.EVENTS_COLUMNS, C.REQUEST_ID)
 
 metadata = MetaData()
@@ -403,7 +394,7 @@ class EventStore:
             Number of new exposures; a request_id already stored is skipped.
         """
         self._ensure_schema()
-        for name in EXPOSURE_COLUMNS:
+        for name in C.EXPOSURES_COLUMNS:
             if name not in df.columns:
                 raise DataValidationError("missing column", column=name)
         if df.empty:
@@ -443,12 +434,12 @@ class EventStore:
         """
         self._ensure_schema()
         t = exposures_table.c
-        query = select(*(t[name] for name in EXPOSURE_COLUMNS)).order_by(t.id)
+        query = select(*(t[name] for name in C.EXPOSURES_COLUMNS)).order_by(t.id)
         if start_ms is not None:
             query = query.where(t[C.TIMESTAMP] >= int(start_ms))
         if end_ms is not None:
             query = query.where(t[C.TIMESTAMP] < int(end_ms))
-        frame = pd.DataFrame(self._fetch(query), columns=list(EXPOSURE_COLUMNS))
+        frame = pd.DataFrame(self._fetch(query), columns=list(C.EXPOSURES_COLUMNS))
         for name in (C.REQUEST_ID, C.EXPERIMENT, C.VARIANT, C.MODEL_VERSION):
             frame[name] = frame[name].astype(str)
         for name in (C.TIMESTAMP, C.VISITOR):
