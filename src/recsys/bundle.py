@@ -44,6 +44,9 @@ _DTYPES: dict[str, type] = {
     "bought_items": np.int32,
 }
 
+#: arrays a bundle may carry (precomputed served answers)
+_OPTIONAL_DTYPES = {"top_items": np.int32, "top_head": np.int8}
+
 
 @dataclass
 class Bundle:
@@ -75,6 +78,11 @@ class Bundle:
         CSR rows per user: purchased items (ascending positions).
     metadata : dict
         JSON-serialisable: model_version, trained_at, cutoff_ms, params, metrics, policy, ...
+    top_items, top_head : numpy.ndarray, optional
+        Served answers precomputed at export (see ``Recommender.precompute``): int32
+        (n_users, K) item positions, row -1 where not precomputed, and int8 (n_users,) how many
+        of them lead from the visitor's history. ``metadata["precomputed"]`` says for which
+        policy.
     """
 
     item_ids: np.ndarray
@@ -90,10 +98,15 @@ class Bundle:
     bought_indptr: np.ndarray
     bought_items: np.ndarray
     metadata: dict[str, Any] = field(default_factory=dict)
+    top_items: np.ndarray | None = None
+    top_head: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         for name, dtype in _DTYPES.items():
             setattr(self, name, np.ascontiguousarray(getattr(self, name), dtype=dtype))
+        for name, dtype in _OPTIONAL_DTYPES.items():
+            if getattr(self, name) is not None:
+                setattr(self, name, np.ascontiguousarray(getattr(self, name), dtype=dtype))
 
     @property
     def n_items(self) -> int:
@@ -159,6 +172,14 @@ class Bundle:
             problems.append(
                 f"history_ts has shape {self.history_ts.shape}, want {self.history_items.shape}"
             )
+        if self.top_items is not None and (
+            self.top_items.ndim != 2
+            or self.top_items.shape[0] != n_users
+            or self.top_head is None
+            or self.top_head.shape != (n_users,)
+            or self.top_items.max(initial=-1) >= n_items
+        ):
+            problems.append(f"top_items / top_head are not ({n_users}, K) / ({n_users},) positions")
         if problems:
             raise ValueError("invalid bundle: " + "; ".join(problems))
 
@@ -166,7 +187,8 @@ class Bundle:
         """Write the bundle into folder ``path`` (created if needed)."""
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        np.savez(path / ARRAYS_FILE, **{name: getattr(self, name) for name in _DTYPES})
+        names = [*_DTYPES, *(n for n in _OPTIONAL_DTYPES if getattr(self, n) is not None)]
+        np.savez(path / ARRAYS_FILE, **{name: getattr(self, name) for name in names})
         text = json.dumps(self.metadata, indent=2, sort_keys=True, default=_json_default)
         (path / METADATA_FILE).write_text(text + "\n")
 
@@ -192,7 +214,9 @@ class Bundle:
                 raise DataValidationError(
                     f"bundle arrays missing: {missing}", file=str(arrays_file)
                 )
-            arrays = {name: npz[name] for name in _DTYPES}
+            arrays = {
+                name: npz[name] for name in (*_DTYPES, *_OPTIONAL_DTYPES) if name in npz.files
+            }
         try:
             metadata = json.loads(meta_file.read_text())
         except json.JSONDecodeError as exc:

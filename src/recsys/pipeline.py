@@ -73,6 +73,8 @@ class PipelineConfig:
     popularity_window_days: int = 14
     #: served policy when no tuning ran (tuning picks it on the validation window)
     default_policy: str = "blend"
+    #: served answers precomputed per known visitor (k up to this); 0 = rank every request live
+    precompute_k: int = 10
     seed: int = 42
     progress: bool = True
 
@@ -384,6 +386,8 @@ def run_pipeline(cfg: PipelineConfig, settings: Settings | None = None) -> Pipel
                 "metrics": dict(zip(GATE_METRICS, candidate, strict=True)),
             }
         )
+        if cfg.precompute_k:
+            Recommender(bundle, policy=policy).attach_precomputed(cfg.precompute_k)
         with tempfile.TemporaryDirectory() as tmp:
             bundle.save(Path(tmp) / "bundle")
             version = log_bundle_model(Path(tmp) / "bundle", settings.model_name)

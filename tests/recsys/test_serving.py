@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -349,3 +350,33 @@ def test_index_is_built_once_per_bundle(bundle) -> None:
     first.warm_up()
     second.warm_up()
     assert first._index is second._index
+
+
+@pytest.mark.parametrize("policy", ["model", "blend"])
+@pytest.mark.parametrize("recent_slots", [1, 5])
+def test_precomputed_answers_equal_the_live_ranking(
+    tmp_path: Path, policy: str, recent_slots: int
+) -> None:
+    live = Recommender(random_bundle(2), policy=policy, recent_slots=recent_slots, leaf_size=8)
+    fast_bundle = random_bundle(2)
+    Recommender(fast_bundle, policy=policy, recent_slots=recent_slots).attach_precomputed(k=10)
+    fast_bundle.save(tmp_path / "b")
+    fast = Recommender(Bundle.load(tmp_path / "b"), policy=policy, recent_slots=recent_slots)
+    assert fast._top is not None and (fast._top[:, 0] >= 0).mean() > 0.9  # most rows stored
+    for user in live.bundle.user_ids.tolist():
+        for k in (1, 3, 5, 10, 12):  # 12 > stored width: ranked live
+            assert fast.recommend(user, k) == live.recommend(user, k), (user, k)
+        # an online event makes the stored answer stale: ranked live, with the session
+        session = live.bundle.item_ids[:1].tolist()
+        assert fast.recommend(user, 5, session_items=session) == live.recommend(
+            user, 5, session_items=session
+        )
+
+
+def test_precomputed_answers_are_ignored_by_another_policy() -> None:
+    bundle = random_bundle(3)
+    Recommender(bundle, policy="blend", recent_slots=2).attach_precomputed(k=10)
+    assert Recommender(bundle, policy="model")._top is None
+    assert Recommender(bundle, policy="blend", recent_slots=3)._top is None
+    assert Recommender(bundle, policy="blend", recent_slots=2, candidates=50)._top is None
+    assert Recommender(bundle, policy="blend", recent_slots=2)._top is not None

@@ -164,6 +164,7 @@ class Recommender:
         self._vmax = float(np.linalg.norm(vectors, axis=1).max(initial=0.0))
         self._index: ClusterIndex | None = None
         self._lock = threading.Lock()
+        self._top, self._top_head = self._usable_top(), bundle.top_head
 
     # ------------------------------------------------------------------ index
 
@@ -544,9 +545,10 @@ class Recommender:
                         break
         return chosen, parts
 
-    def _rank_many(self, w, hist, bought, n, k, head_slots, use_model) -> np.ndarray:
+    def _rank_many(self, w, hist, bought, n, k, head_slots, use_model):
         """Vectorised :meth:`_rank_one` for n visitors; ``hist`` / ``bought`` are (row, pos)
-        pairs in row order (history most recent first). Returns n x k positions, -1 padded."""
+        pairs in row order (history most recent first). Returns n x k positions (-1 padded)
+        and, per row, how many come from the history and how many from the model."""
         n_items = self.bundle.n_items
         out = np.full((n, k), -1, dtype=np.int64)
         bought_keys = np.unique(bought[0] * n_items + bought[1])
@@ -562,6 +564,7 @@ class Recommender:
         h_rows, h_items, rank = h_rows[take], h_items[take], rank[take]
         out[h_rows, rank] = h_items
         filled += np.bincount(h_rows, minlength=n)
+        n_head = filled.copy()
 
         if use_model and w is not None and k > 0:
             excl_rows = np.concatenate([bought[0], h_rows])
@@ -572,6 +575,7 @@ class Recommender:
             r, c = np.nonzero(valid)
             out[r, filled[r] + c] = model[r, c]
             filled += valid.sum(axis=1)
+        n_model = filled - n_head
 
         # pad with popular items not bought and not already chosen
         taken_r, taken_c = np.nonzero(out >= 0)
@@ -584,7 +588,7 @@ class Recommender:
         pick = free & (order < (k - filled)[:, None])
         r, c = np.nonzero(pick)
         out[r, filled[r] + order[r, c]] = cand[r, c]
-        return out
+        return out, n_head, n_model
 
     def recommend(
         self,
@@ -622,6 +626,17 @@ class Recommender:
         user = int(np.searchsorted(b.user_ids, user_id))
         if user >= b.n_users or b.user_ids[user] != user_id:
             user = -1
+        top, heads = self._top, self._top_head
+        if (
+            top is not None
+            and heads is not None
+            and user >= 0
+            and k <= top.shape[1]
+            and not len(session_items)
+            and not len(session_bought)
+            and top[user, 0] >= 0
+        ):
+            return self._explain(user_id, user, top[user, :k].astype(np.int64), int(heads[user]))
         stored = b.history(user).astype(np.int64) if user >= 0 else _EMPTY
         bought = b.bought(user).astype(np.int64) if user >= 0 else _EMPTY
         sess = _EMPTY
@@ -679,6 +694,20 @@ class Recommender:
             source=source,
         )
 
+    def _explain(self, user_id: int, user: int, pos: np.ndarray, head: int) -> Recommendation:
+        """A precomputed answer of a known visitor: ``head`` history items, then the model's."""
+        b = self.bundle
+        w = b.user_vectors[user].astype(np.float64)
+        scores = tree_sum(w * b.item_vectors[pos].astype(np.float64))
+        n_head = min(head, len(pos))
+        return Recommendation(
+            user_id=int(user_id),
+            item_ids=b.item_ids[pos].tolist(),
+            scores=scores.tolist(),
+            reasons=[REASON_VIEWED] * n_head + [REASON_FOR_YOU] * (len(pos) - n_head),
+            source=self.policy,
+        )
+
     def recommend_batch(self, user_ids: np.ndarray, k: int, chunk: int = 2048) -> np.ndarray:
         """Top-``k`` item ids for many visitors without session: the ranking of
         :meth:`recommend`, computed with matrix products over chunks of visitors.
@@ -717,9 +746,49 @@ class Recommender:
             u = users[rows]
             hist = _csr_rows(b.history_indptr, b.history_items, u)
             bought = _csr_rows(b.bought_indptr, b.bought_items, u)
-            out = self._rank_many(b.user_vectors[u], hist, bought, len(u), k, head, use_model)
+            out, _, _ = self._rank_many(b.user_vectors[u], hist, bought, len(u), k, head, use_model)
             result[rows] = np.where(out >= 0, b.item_ids[np.maximum(out, 0)], -1)
         return result
+
+    def precompute(self, k: int = 10, chunk: int = 2048) -> tuple[np.ndarray, np.ndarray]:
+        """The served answer of every known visitor without session, for the bundle.
+
+        Returns ``(top_items, top_head)`` for :class:`~recsys.bundle.Bundle`: int32 (n_users,
+        k) item positions and int8 (n_users,) leading history items. Rows the model cannot
+        fill (popular padding) are -1: those visitors are ranked live. Any ``k' <= k`` answer
+        is a prefix (the head takes ``min(recent_slots, k')`` history items, the model ranks
+        the rest canonically), so one table serves every request size up to ``k``.
+        """
+        b = self.bundle
+        top = np.full((b.n_users, k), -1, dtype=np.int32)
+        heads = np.zeros(b.n_users, dtype=np.int8)
+        head, use_model = self._policy_shape(self.policy, k)
+        with _single_threaded_blas():
+            for s in range(0, b.n_users, chunk):
+                u = np.arange(s, min(s + chunk, b.n_users))
+                hist = _csr_rows(b.history_indptr, b.history_items, u)
+                bought = _csr_rows(b.bought_indptr, b.bought_items, u)
+                out, n_head, n_model = self._rank_many(
+                    b.user_vectors[u], hist, bought, len(u), k, head, use_model
+                )
+                full = n_head + n_model == k
+                top[u[full]] = out[full]
+                heads[u] = np.minimum(n_head, 127)
+        return top, heads
+
+    def attach_precomputed(self, k: int = 10) -> None:
+        """Compute :meth:`precompute` into the bundle and record what it is valid for."""
+        b = self.bundle
+        b.top_items, b.top_head = self.precompute(k)
+        b.metadata["precomputed"] = {"policy": self.policy, "recent_slots": self.recent_slots}
+        self._top, self._top_head = self._usable_top(), b.top_head
+
+    def _usable_top(self) -> np.ndarray | None:
+        """The bundle's precomputed answers if they were made for this exact ranking."""
+        b = self.bundle
+        made_for = {"policy": self.policy, "recent_slots": self.recent_slots}
+        usable = b.metadata.get("precomputed") == made_for and self.candidates is None
+        return b.top_items if usable and b.top_items is not None else None
 
 
 def _single_threaded_blas() -> AbstractContextManager:
