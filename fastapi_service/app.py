@@ -18,7 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import recsys
 from fastapi_service.metrics import MetricsMiddleware
-from fastapi_service.routes import build_router
+from fastapi_service.routes import build_router, recommendation_routes
 from fastapi_service.schemas import ErrorResponse, FieldError
 from fastapi_service.service import Service
 from fastapi_service.settings import ServiceSettings
@@ -53,6 +53,9 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     )
     app.state.service = service
     app.include_router(build_router(service))
+    # the hot path first: the router takes the first full match, the FastAPI-declared
+    # routes of the same paths only document it in the OpenAPI schema
+    app.router.routes[0:0] = recommendation_routes(service)
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, _unexpected_error)

@@ -6,6 +6,7 @@ import json
 import math
 import re
 import secrets
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request
@@ -13,6 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.routing import Route
 
 from fastapi_service.schemas import (
     MAX_ID,
@@ -87,6 +89,50 @@ def _recommend(service: Service, user_id: str | None, where: str, k: str | None)
     return Response(body, media_type="application/json")
 
 
+class _GetRoute(Route):
+    """A plain Starlette GET route: no FastAPI dependency solving per request.
+
+    GET only (Starlette would add HEAD), so it answers exactly like the FastAPI route of
+    the same path that it shadows (405 with ``Allow: GET`` for other methods).
+    """
+
+    def __init__(self, path: str, endpoint: Callable[[Request], Awaitable[Response]]) -> None:
+        super().__init__(path, endpoint, methods=["GET"], include_in_schema=False)
+        self.methods = {"GET"}
+
+
+def _recommendation_endpoints(
+    service: Service,
+) -> tuple[Callable[[Request], Awaitable[Response]], Callable[[Request], Awaitable[Response]]]:
+    """The two recommendation endpoints (query and path form), bound to ``service``."""
+
+    async def by_query(request: Request) -> Response:
+        # async and short (numpy on a bounded candidate set): no threadpool hop per request
+        query = request.query_params
+        return _recommend(service, query.get("user_id"), "query", query.get("k"))
+
+    async def by_path(request: Request) -> Response:
+        user_id = request.path_params["user_id"]
+        return _recommend(service, user_id, "path", request.query_params.get("k"))
+
+    return by_query, by_path
+
+
+def recommendation_routes(service: Service) -> list[Route]:
+    """Plain Starlette routes serving ``GET /recommendations`` and its path form.
+
+    Put them ahead of the FastAPI routes (which stay, for the OpenAPI schema and docs):
+    the router takes the first full match, so requests never reach FastAPI's per-request
+    dependency solving and parameter handling. Validation, 422 body, response body and
+    the metrics route label (the path template) are the same.
+    """
+    by_query, by_path = _recommendation_endpoints(service)
+    return [
+        _GetRoute("/recommendations", by_query),
+        _GetRoute("/recommendations/{user_id}", by_path),
+    ]
+
+
 _ERRORS: dict[int | str, dict[str, Any]] = {
     422: {
         "model": ErrorResponse,
@@ -102,6 +148,7 @@ _bearer = HTTPBearer(auto_error=False, description="RECSYS_ADMIN_TOKEN")
 def build_router(service: Service) -> APIRouter:
     """All routes of the service, bound to ``service``."""
     router = APIRouter()
+    by_query, by_path = _recommendation_endpoints(service)
 
     @router.get(
         "/recommendations",
@@ -112,9 +159,7 @@ def build_router(service: Service) -> APIRouter:
         openapi_extra={"parameters": [_user_id_parameter("query"), _K_PARAMETER]},
     )
     async def recommendations(request: Request) -> Response:
-        # async and short (numpy on a bounded candidate set): no threadpool hop per request
-        query = request.query_params
-        return _recommend(service, query.get("user_id"), "query", query.get("k"))
+        return await by_query(request)  # served by the plain route; here for the schema
 
     @router.get(
         "/recommendations/{user_id}",
@@ -125,8 +170,7 @@ def build_router(service: Service) -> APIRouter:
         openapi_extra={"parameters": [_user_id_parameter("path"), _K_PARAMETER]},
     )
     async def recommendations_path(request: Request) -> Response:
-        user_id = request.path_params["user_id"]
-        return _recommend(service, user_id, "path", request.query_params.get("k"))
+        return await by_path(request)  # served by the plain route; here for the schema
 
     @router.post(
         "/events",

@@ -140,6 +140,31 @@ def test_bad_path_user_id_is_422(api: Server) -> None:
         assert "path.user_id" in reply.json()["detail"]
 
 
+def test_request_ids_share_a_process_prefix_and_count_up(api: Server) -> None:
+    first, second = recommend(api, 424242)["request_id"], recommend(api, 424242)["request_id"]
+    assert first[:16] == second[:16]  # per-process random prefix
+    assert int(second[16:], 16) > int(first[16:], 16)
+
+
+def test_recommendations_answer_get_only_like_the_declared_routes(api: Server) -> None:
+    for path in ("/recommendations?user_id=1", "/recommendations/1"):
+        for method in ("HEAD", "POST", "DELETE"):
+            reply = api.client().request(method, path)
+            assert reply.status_code == 405, (method, path)
+            assert reply.headers["allow"] == "GET"
+    reply = api.client().post("/recommendations/1")
+    assert reply.json() == {"detail": "Method Not Allowed", "errors": []}
+
+
+def test_openapi_still_documents_the_recommendation_parameters(api: Server) -> None:
+    paths = api.client().get("/openapi.json").json()["paths"]
+    for path, where in (("/recommendations", "query"), ("/recommendations/{user_id}", "path")):
+        parameters = {p["name"]: p for p in paths[path]["get"]["parameters"]}
+        assert parameters["user_id"]["in"] == where
+        assert parameters["k"]["schema"]["maximum"] >= 1
+        assert "RecommendationResponse" in str(paths[path]["get"]["responses"]["200"])
+
+
 def test_events_are_stored_with_request_id(api: Server) -> None:
     from recsys.data.store import EventStore
 

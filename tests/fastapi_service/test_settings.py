@@ -23,7 +23,7 @@ def test_defaults() -> None:
     assert settings.cache_dir == Path("var/model-cache")
     assert settings.db_url == "sqlite:///var/events.db"
     assert settings.admin_token is None
-    assert settings.tracking_uri is None
+    assert settings.tracking_uri == "sqlite:///var/mlflow.db"  # the library's default store
     assert settings.max_batch == 1000
     assert settings.host == "127.0.0.1"
     assert settings.workers == 1

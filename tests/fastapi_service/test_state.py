@@ -35,3 +35,19 @@ def test_exposure_buffer_drops_the_oldest_when_full() -> None:
     assert buffer.add(("c",)) is True
     assert buffer.drain() == [("b",), ("c",)]
     assert len(buffer) == 0
+
+
+def test_freeze_heap_moves_live_objects_to_the_permanent_generation() -> None:
+    import gc
+
+    from fastapi_service.service import freeze_heap
+
+    try:
+        freeze_heap()
+        assert gc.get_freeze_count() > 0
+        frozen = gc.get_freeze_count()
+        freeze_heap()  # a second swap unfreezes, collects and freezes again
+        assert gc.get_freeze_count() > 0
+        assert gc.get_freeze_count() <= frozen + 1000
+    finally:
+        gc.unfreeze()

@@ -446,12 +446,10 @@ class EventStore:
             _check_exposure_labels(records)
         if not records:
             return 0
-        mark = "%s" if self.dialect == "postgresql" else "?"
+        mark = "%s" if self.dialect == "postgresql" else "?"  # psycopg / sqlite3 paramstyle
         names = ", ".join(f'"{c}"' for c in C.EXPOSURES_COLUMNS)
-        sql = (
-            f"INSERT INTO exposures ({names}) VALUES ({', '.join([mark] * len(C.EXPOSURES_COLUMNS))})"
-            " ON CONFLICT DO NOTHING"
-        )
+        marks = ", ".join([mark] * len(C.EXPOSURES_COLUMNS))
+        sql = f"INSERT INTO exposures ({names}) VALUES ({marks}) ON CONFLICT DO NOTHING"
         # straight to the DBAPI cursor: SQLAlchemy's per-row parameter processing (and a
         # RETURNING to count rows) cost tens of microseconds per row, under the GIL
         with self.engine.begin() as conn:

@@ -196,6 +196,30 @@ def test_exposures_round_trip_and_request_id_is_unique(store: EventStore) -> Non
     assert store.read_exposures(start_ms=1700000001000)[C.ITEM_IDS].tolist() == [[], [11, 12]]
 
 
+def test_exposures_from_plain_row_tuples_as_the_service_writes_them(store: EventStore) -> None:
+    rows = [
+        ("a1", 1700000000000, 555, "default", "control", "3", "42,7,1"),
+        ("b2", 1700000000500, 556, "default", "treatment", "3", "5"),
+        ("c3", 1700000001000, 555, "default", "control", "4", ""),
+    ]
+    assert store.log_exposures(rows) == 3
+    pd.testing.assert_frame_equal(store.read_exposures(), exposures_frame())
+    # a repeated request_id is skipped (ON CONFLICT DO NOTHING), the count says so
+    assert store.log_exposures([rows[1], ("d4", 1700000002000, 9, "x", "control", "4", "11")]) == 1
+    assert store.read_exposures()[C.REQUEST_ID].tolist() == ["a1", "b2", "c3", "d4"]
+    assert store.log_exposures([]) == 0
+    assert store.log_exposures(iter(rows[:1])) == 0  # any iterable of tuples
+
+
+def test_exposure_rows_with_an_overlong_label_are_rejected_whole(store: EventStore) -> None:
+    good = ("a1", 1700000000000, 555, "default", "control", "3", "42")
+    bad = ("b2", 1700000000000, 555, "default", "control", "v" * 65, "42")
+    with pytest.raises(DataValidationError) as caught:
+        store.log_exposures([good, bad])
+    assert caught.value.column == C.MODEL_VERSION
+    assert store.read_exposures().empty
+
+
 def test_sqlite_bulk_path_rebuilds_the_visitor_index_atomically(
     tmp_sqlite_url: str, raw: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
