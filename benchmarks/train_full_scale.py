@@ -15,6 +15,8 @@ import os
 import platform
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import mlflow
@@ -36,25 +38,14 @@ from recsys.split import make_split
 from recsys.tracking import configure
 
 
-class Stopwatch:
-    """Collects named stage timings."""
-
-    def __init__(self) -> None:
-        self.times: dict[str, float] = {}
-
-    def __call__(self, name: str):  # type: ignore[no-untyped-def]
-        watch = self
-
-        class _Stage:
-            def __enter__(self) -> None:
-                self.start = time.perf_counter()
-                print(f"-> {name} ...", flush=True)
-
-            def __exit__(self, *exc: object) -> None:
-                watch.times[name] = time.perf_counter() - self.start
-                print(f"   {name}: {watch.times[name]:.2f} s", flush=True)
-
-        return _Stage()
+@contextmanager
+def stage(times: dict[str, float], name: str) -> Iterator[None]:
+    """Time one named stage into ``times`` and say so."""
+    print(f"-> {name} ...", flush=True)
+    start = time.perf_counter()
+    yield
+    times[name] = time.perf_counter() - start
+    print(f"   {name}: {times[name]:.2f} s", flush=True)
 
 
 def main() -> None:
@@ -79,18 +70,18 @@ def main() -> None:
         f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
         f"python {platform.python_version()}"
     )
-    watch = Stopwatch()
+    times: dict[str, float] = {}
     folder = args.data
     if folder is None:
         folder = Path("var/bench/raw")
         if not (folder / "events.csv").is_file():
-            with watch("synthesize scale 1"):
+            with stage(times, "synthesize scale 1"):
                 synthesize(folder, scale=1.0, seed=42, progress=True)
-    with watch("load + validate CSV files"):
+    with stage(times, "load + validate CSV files"):
         ds = load_dataset(folder)
     events = ds.events
     split = make_split(events)
-    with watch("prepare (vectorised): events -> interactions + item features"):
+    with stage(times, "prepare (vectorised): events -> interactions + item features"):
         data = prepare_training_data(
             events, ds.item_properties, ds.category_tree, split.holdout_start_ms
         )
@@ -99,18 +90,18 @@ def main() -> None:
         if args.naive_sample < 1
         else data.events
     )
-    with watch("naive Python loop: events -> interactions"):
+    with stage(times, "naive Python loop: events -> interactions"):
         build_interactions_naive(train, data.user_ids, data.item_ids, DEFAULT_EVENT_WEIGHTS)
-    with watch("vectorised: same events -> interactions"):
+    with stage(times, "vectorised: same events -> interactions"):
         build_interactions(train, data.user_ids, data.item_ids, DEFAULT_EVENT_WEIGHTS)
     model = LightFMModel(epochs=args.epochs, no_components=args.components)
-    with watch("LightFM fit"):
+    with stage(times, "LightFM fit"):
         model.fit(data)
-    with watch("export bundle"):
+    with stage(times, "export bundle"):
         bundle = model.to_bundle(data)
         bundle.metadata.update(policy="blend", model_version="bench")
     targets = window_targets(events, split.holdout_start_ms, split.end_ms)
-    with watch("baselines: popular + recently viewed"):
+    with stage(times, "baselines: popular + recently viewed"):
         baselines = {
             "popular": PopularityModel().fit(data).to_bundle(data),
             "recent": RecentViewsModel().fit(data).to_bundle(data),
@@ -121,20 +112,23 @@ def main() -> None:
         "lightfm": Recommender(bundle, "model"),
         "lightfm+recent": Recommender(bundle, "blend"),
     }
-    with watch("evaluate 4 policies (both targets, 3 segments)"):
+    with stage(times, "evaluate 4 policies (both targets, 3 segments)"):
         results = score_policies(policies, targets, 5)
-    with watch("precompute served answers (top-10 per known visitor)"):
+    with stage(times, "precompute served answers (top-10 per known visitor)"):
         Recommender(bundle, "blend").attach_precomputed(10)
         bundle.save(args.bundle_out)
     settings = Settings(var_dir=Path("var/bench"))
     configure(settings)
-    with watch("MLflow log (metrics + bundle artifact)"), mlflow.start_run(run_name="benchmark"):
-        mlflow.log_metrics({f"stage_{i}_seconds": v for i, v in enumerate(watch.times.values())})
+    with (
+        stage(times, "MLflow log (metrics + bundle artifact)"),
+        mlflow.start_run(run_name="benchmark"),
+    ):
+        mlflow.log_metrics({f"stage_{i}_seconds": v for i, v in enumerate(times.values())})
         with tempfile.TemporaryDirectory() as tmp:
             bundle.save(Path(tmp) / "bundle")
             mlflow.log_artifacts(str(Path(tmp) / "bundle"), "bundle")
 
-    t = watch.times
+    t = times
     print("\n=== results ===")
     print(
         f"events {len(events):,}; training users {len(data.user_ids):,}, items {len(data.item_ids):,}, "

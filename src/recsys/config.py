@@ -25,7 +25,6 @@ class Settings(BaseSettings):
     var_dir: Path = Field(
         Path("var"), description="Folder for local state (store, MLflow, caches)."
     )
-    data_dir: Path = Field(Path("data/raw"), description="Folder with the RetailRocket CSV files.")
     db_url: str | None = Field(
         None, description="SQLAlchemy URL of the event store; default: SQLite file under var_dir."
     )

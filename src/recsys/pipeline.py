@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import tempfile
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ from recsys.bundle import Bundle
 from recsys.config import CHALLENGER_ALIAS, CHAMPION_ALIAS, Settings
 from recsys.data import Dataset, EventStore, load_dataset
 from recsys.data.profile import profile_dataset
-from recsys.evaluation import evaluate_policy, hits_matrix, holdout_targets
+from recsys.evaluation import TARGETS, evaluate_policy, hits_matrix, holdout_targets
 from recsys.interactions import DEFAULT_EVENT_WEIGHTS, TrainingData, prepare_training_data
 from recsys.models.baselines import PopularityModel, RecentViewsModel
 from recsys.models.lightfm import LightFMModel
@@ -35,14 +35,12 @@ from recsys.tracking import (
     download_bundle,
     gate,
     log_bundle_model,
-    set_alias,
 )
 
 log = logging.getLogger(__name__)
 
 #: the headline: precision@5 of add-to-cart targets for warm visitors
 HEADLINE = ("addtocart", "warm", "precision@5")
-TARGETS = ("addtocart", "any")
 
 
 @dataclass
@@ -396,7 +394,7 @@ def run_pipeline(cfg: PipelineConfig, settings: Settings | None = None) -> Pipel
         baselines = {name: gate_score(results, name) for name in ("popular", "recent")}
         decision = gate(candidate, champion_score, baselines, GATE_METRICS)
         alias = CHAMPION_ALIAS if decision.promote else CHALLENGER_ALIAS
-        set_alias(client, settings.model_name, alias, version)
+        client.set_registered_model_alias(settings.model_name, alias, version)
         client.set_model_version_tag(settings.model_name, version, "gate", decision.reason)
         mlflow.set_tags({"gate": decision.reason, "alias": alias, "model_version": version})
         if champion_score is not None:
@@ -435,8 +433,3 @@ def _rescore_champion(
     rec = Recommender(champion, policy=champion.metadata.get("policy", "blend"))
     table = score_policies({"champion": rec}, {"addtocart": targets["addtocart"]}, k)
     return gate_score(table, "champion")
-
-
-def config_dict(cfg: PipelineConfig) -> dict[str, Any]:
-    """The config as plain values (for logs and the CLI)."""
-    return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()}

@@ -265,11 +265,6 @@ def latest_cached(cache_dir: Path) -> tuple[Path, str] | None:
     return (Path(path), version) if Path(path).is_dir() else None
 
 
-def set_alias(client: MlflowClient, model_name: str, alias: str, version: str) -> None:
-    """Point ``alias`` at ``version``."""
-    client.set_registered_model_alias(model_name, alias, version)
-
-
 def champion_version(client: MlflowClient, model_name: str) -> str | None:
     """The version holding the champion alias, or None when there is none yet."""
     try:

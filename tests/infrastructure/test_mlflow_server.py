@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -98,23 +97,20 @@ def test_log_register_and_load_through_the_server(
     assert [len(x) for x in out["item_ids"]] == [5, 5]
 
 
-def test_compose_file_is_valid() -> None:
-    compose = shutil.which("docker-compose", path=str(COMPOSE.parent)) or str(COMPOSE)
-    env = {**os.environ, "MLFLOW_DB_PASSWORD": "example"}
-    done = subprocess.run(
-        [compose, "-f", str(ROOT / "infrastructure/mlflow/compose.yaml"), "config", "--quiet"],
+def _compose_config(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    file = ROOT / "infrastructure/mlflow/compose.yaml"
+    return subprocess.run(
+        [str(COMPOSE), "-f", str(file), "config", "--quiet"],
         env=env,
         capture_output=True,
         text=True,
         check=False,
     )
+
+
+def test_compose_file_is_valid() -> None:
+    env = {**os.environ, "MLFLOW_DB_PASSWORD": "example"}
+    done = _compose_config(env)
     assert done.returncode == 0, done.stderr
-    missing = {k: v for k, v in env.items() if k != "MLFLOW_DB_PASSWORD"}
-    done = subprocess.run(
-        [compose, "-f", str(ROOT / "infrastructure/mlflow/compose.yaml"), "config", "--quiet"],
-        env=missing,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    done = _compose_config({k: v for k, v in env.items() if k != "MLFLOW_DB_PASSWORD"})
     assert done.returncode != 0 and "MLFLOW_DB_PASSWORD" in done.stderr
