@@ -12,6 +12,7 @@ Fallback share, in PromQL::
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -181,7 +182,8 @@ class ServiceMetrics:
         if fallback is not None:
             fallback.inc()
         for score in scores:
-            histogram.observe(score)
+            if math.isfinite(score):
+                histogram.observe(score)
 
     def render(self) -> bytes:
         """The exposition text of every metric."""

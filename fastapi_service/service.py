@@ -222,20 +222,15 @@ class Service:
         """Top-``k`` items for a visitor, with the visitor's posted events taken into account.
 
         Returns the :class:`~fastapi_service.schemas.RecommendationResponse` fields as a plain
-        dict (JSON-ready): building pydantic objects per request would cost more than the
-        ranking of a cold visitor.
+        dict (JSON-ready; a NaN score would be written as null): building pydantic objects per
+        request would cost more than the ranking itself.
         """
         model = self.state.current  # one read: a reload cannot change the model under us
         if model is None:
             raise HTTPException(503, "no model is loaded yet; see /health/ready")
         items, bought = self.history.get(user_id)
-        rec = model.recommend(user_id, k, items, bought)
-        item_ids = [int(i) for i in rec.item_ids]
-        scores = [float(s) for s in rec.scores]
-        finite = [s if math.isfinite(s) else None for s in scores]
-        self.metrics.observe_recommendation(
-            rec.source, VARIANT, [s for s in finite if s is not None]
-        )
+        rec = model.recommender.recommend(user_id, k, items, bought)
+        self.metrics.observe_recommendation(rec.source, VARIANT, rec.scores)
         request_id = f"{self._request_prefix}{next(self._request_numbers):016x}"
         exposure = (
             request_id,
@@ -244,16 +239,16 @@ class Service:
             self.settings.experiment,
             VARIANT,
             model.version,
-            ",".join(map(str, item_ids)),
+            ",".join(map(str, rec.item_ids)),
         )
         if self.exposures.add(exposure):
             self.metrics.exposures_dropped.inc()
         return {
-            "user_id": user_id,  # not rec.user_id: cold answers are shared between visitors
-            "recommendations": item_ids,
+            "user_id": user_id,
+            "recommendations": rec.item_ids,
             "items": [
                 {"item_id": i, "score": s, "reason": r}
-                for i, s, r in zip(item_ids, finite, rec.reasons, strict=True)
+                for i, s, r in zip(rec.item_ids, rec.scores, rec.reasons, strict=True)
             ],
             "source": rec.source,
             "model_version": model.version,

@@ -19,7 +19,7 @@ from recsys import columns as C
 
 if TYPE_CHECKING:
     from recsys.bundle import Bundle
-    from recsys.serving import Recommendation, Recommender
+    from recsys.serving import Recommender
 
 
 @dataclass(frozen=True)
@@ -34,26 +34,6 @@ class LoadedModel:
     source: str  # "registry", "cache" or "local"
     policy: str
     loaded_at: float = field(default_factory=time.time)
-    #: answers for visitors the model does not know and who posted no events, by k: they
-    #: depend on nothing but the bundle, and most traffic is such one-off visitors
-    cold_answers: dict[int, Recommendation] = field(default_factory=dict, compare=False)
-
-    def is_warm(self, user_id: int) -> bool:
-        """Whether the model knows ``user_id``."""
-        ids = self.bundle.user_ids
-        pos = int(ids.searchsorted(user_id))
-        return pos < len(ids) and int(ids[pos]) == user_id
-
-    def recommend(
-        self, user_id: int, k: int, session_items: tuple[int, ...], session_bought: tuple[int, ...]
-    ) -> Recommendation:
-        """:meth:`Recommender.recommend`, with the cold-visitor answers memoised."""
-        if session_items or session_bought or self.is_warm(user_id):
-            return self.recommender.recommend(user_id, k, session_items, session_bought)
-        answer = self.cold_answers.get(k)
-        if answer is None:
-            answer = self.cold_answers[k] = self.recommender.recommend(user_id, k)
-        return answer
 
 
 class ModelState:

@@ -45,7 +45,7 @@ _DTYPES: dict[str, type] = {
 }
 
 #: arrays a bundle may carry (precomputed served answers)
-_OPTIONAL_DTYPES = {"top_items": np.int32, "top_head": np.int8}
+_OPTIONAL_DTYPES = {"top_items": np.int32, "top_head": np.int8, "top_scores": np.float64}
 
 
 @dataclass
@@ -78,11 +78,11 @@ class Bundle:
         CSR rows per user: purchased items (ascending positions).
     metadata : dict
         JSON-serialisable: model_version, trained_at, cutoff_ms, params, metrics, policy, ...
-    top_items, top_head : numpy.ndarray, optional
+    top_items, top_head, top_scores : numpy.ndarray, optional
         Served answers precomputed at export (see ``Recommender.precompute``): int32
-        (n_users, K) item positions, row -1 where not precomputed, and int8 (n_users,) how many
-        of them lead from the visitor's history. ``metadata["precomputed"]`` says for which
-        policy.
+        (n_users, K) item positions, row -1 where not precomputed, int8 (n_users,) how many
+        of them lead from the visitor's history, and float64 (n_users, K) their scores.
+        ``metadata["precomputed"]`` says for which policy.
     """
 
     item_ids: np.ndarray
@@ -100,6 +100,7 @@ class Bundle:
     metadata: dict[str, Any] = field(default_factory=dict)
     top_items: np.ndarray | None = None
     top_head: np.ndarray | None = None
+    top_scores: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         for name, dtype in _DTYPES.items():
@@ -180,6 +181,10 @@ class Bundle:
             or self.top_items.max(initial=-1) >= n_items
         ):
             problems.append(f"top_items / top_head are not ({n_users}, K) / ({n_users},) positions")
+        if self.top_scores is not None and (
+            self.top_items is None or self.top_scores.shape != self.top_items.shape
+        ):
+            problems.append("top_scores must have the shape of top_items")
         if problems:
             raise ValueError("invalid bundle: " + "; ".join(problems))
 

@@ -192,6 +192,7 @@ def test_load_rejects_missing_array(tmp_path: Path) -> None:
         ("history_items", np.array([9, 0, 1, 1, 3, 2, 3, 1]), "outside"),
         ("bought_indptr", np.array([0, 1, 1]), "CSR"),
         ("item_available", np.array([True, False]), "item_available"),
+        ("top_scores", np.zeros((2, 5)), "top_scores must have the shape of top_items"),
     ],
 )
 def test_validate_names_the_broken_array(field: str, value: np.ndarray, message: str) -> None:

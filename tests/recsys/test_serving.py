@@ -139,6 +139,16 @@ def test_unknown_visitor_without_session_gets_popular(bundle) -> None:
         assert rec.scores == pytest.approx([0.5, 0.3, 0.2])  # the item biases
 
 
+def test_unknown_visitors_share_one_ranking_but_get_their_own_answer(bundle) -> None:
+    rec = Recommender(bundle)
+    first = rec.recommend(999, 3)
+    first.item_ids.append(-1)  # a caller changing its answer changes nobody else's
+    second = rec.recommend(1000, 3)
+    assert (first.user_id, second.user_id) == (999, 1000)
+    assert second.item_ids == ids(6, 4, 3) and second.reasons == [P, P, P]
+    assert rec.recommend(1001, 2).item_ids == ids(6, 4)  # each k ranked for itself
+
+
 def test_unknown_visitor_with_session_gets_fold_in(bundle) -> None:
     rec = Recommender(bundle, policy="blend").recommend(999, 4, session_items=[100, 101])
     # session newest first: 1, 0; then the mean vector (0.5, 0.5, 1): 6 -> 0.7, 2 -> 0.6
@@ -380,3 +390,5 @@ def test_precomputed_answers_are_ignored_by_another_policy() -> None:
     assert Recommender(bundle, policy="blend", recent_slots=3)._top is None
     assert Recommender(bundle, policy="blend", recent_slots=2, candidates=50)._top is None
     assert Recommender(bundle, policy="blend", recent_slots=2)._top is not None
+    bundle.top_scores = None  # a bundle from before scores were stored: ranked live
+    assert Recommender(bundle, policy="blend", recent_slots=2)._top is None

@@ -24,6 +24,14 @@ from a cluster index with a pruning certificate. It is exact, not approximate:
   :meth:`Recommender.recommend_batch` (users grouped by cluster, one matrix product per
   cluster) return identical rankings.
 
+Served answers
+--------------
+Known visitors without online events get the answer precomputed at export
+(:meth:`Recommender.attach_precomputed`: items, how many lead from the history, float64
+scores), equal bit for bit to the live ranking; unknown visitors without events share one
+answer per ``k``. Visitors with online events, rows not precomputed (popular padding) and
+requests for more items than were stored are ranked per request.
+
 ``candidates`` optionally caps the items scored per user after the probe (approximate,
 bounded worst-case latency; single and batch paths still agree). :meth:`Recommender.top_k`
 is the served model ranking of any vector and :meth:`Recommender.exact_top_k` the brute-force
@@ -165,6 +173,7 @@ class Recommender:
         self._index: ClusterIndex | None = None
         self._lock = threading.Lock()
         self._top, self._top_head = self._usable_top(), bundle.top_head
+        self._cold: dict[int, Recommendation] = {}
 
     # ------------------------------------------------------------------ index
 
@@ -623,20 +632,35 @@ class Recommender:
         if k < 0:
             raise ValueError(f"k must be >= 0, got {k}")
         b = self.bundle
-        user = int(np.searchsorted(b.user_ids, user_id))
+        user = int(b.user_ids.searchsorted(user_id))
         if user >= b.n_users or b.user_ids[user] != user_id:
             user = -1
-        top, heads = self._top, self._top_head
-        if (
-            top is not None
-            and heads is not None
-            and user >= 0
-            and k <= top.shape[1]
-            and not len(session_items)
-            and not len(session_bought)
-            and top[user, 0] >= 0
-        ):
-            return self._explain(user_id, user, top[user, :k].astype(np.int64), int(heads[user]))
+        if len(session_items) or len(session_bought):
+            return self._recommend_live(user_id, user, k, session_items, session_bought)
+        top = self._top
+        if top is not None and user >= 0 and k <= top.shape[1] and top[user, 0] >= 0:
+            return self._explain(user_id, user, k)
+        if user >= 0:
+            return self._recommend_live(user_id, user, k, (), ())
+        # an unknown visitor without session: the answer depends on nothing but k (most
+        # traffic is such one-off visitors), computed once per k
+        cold = self._cold.get(k)
+        if cold is None:
+            cold = self._cold[k] = self._recommend_live(user_id, user, k, (), ())
+        return Recommendation(
+            int(user_id), [*cold.item_ids], [*cold.scores], [*cold.reasons], cold.source
+        )
+
+    def _recommend_live(
+        self,
+        user_id: int,
+        user: int,
+        k: int,
+        session_items: Sequence[int],
+        session_bought: Sequence[int],
+    ) -> Recommendation:
+        """:meth:`recommend` ranked now; ``user`` is the bundle position (-1: unknown)."""
+        b = self.bundle
         stored = b.history(user).astype(np.int64) if user >= 0 else _EMPTY
         bought = b.bought(user).astype(np.int64) if user >= 0 else _EMPTY
         sess = _EMPTY
@@ -672,7 +696,7 @@ class Recommender:
         if w is None:  # cold: the score of an all-zero embedding, i.e. the item bias
             w = np.zeros(b.item_vectors.shape[1], dtype=np.float32)
             w[-1] = 1.0
-        scores = tree_sum(w.astype(np.float64) * b.item_vectors[pos].astype(np.float64))
+        scores = self._scores(w, pos)
         seen = set(b.item_category[hist].tolist()) - {-1} if 2 in parts else set()
         categories = b.item_category[pos].tolist()
         model_reason = REASON_FOR_YOU if user >= 0 else REASON_SIMILAR
@@ -694,17 +718,16 @@ class Recommender:
             source=source,
         )
 
-    def _explain(self, user_id: int, user: int, pos: np.ndarray, head: int) -> Recommendation:
-        """A precomputed answer of a known visitor: ``head`` history items, then the model's."""
-        b = self.bundle
-        w = b.user_vectors[user].astype(np.float64)
-        scores = tree_sum(w * b.item_vectors[pos].astype(np.float64))
-        n_head = min(head, len(pos))
+    def _explain(self, user_id: int, user: int, k: int) -> Recommendation:
+        """The precomputed answer of a known visitor: history items first, then the model's."""
+        assert self._top is not None and self._top_head is not None
+        assert self.bundle.top_scores is not None
+        n_head = min(int(self._top_head[user]), k)
         return Recommendation(
             user_id=int(user_id),
-            item_ids=b.item_ids[pos].tolist(),
-            scores=scores.tolist(),
-            reasons=[REASON_VIEWED] * n_head + [REASON_FOR_YOU] * (len(pos) - n_head),
+            item_ids=self.bundle.item_ids[self._top[user, :k]].tolist(),
+            scores=self.bundle.top_scores[user, :k].tolist(),
+            reasons=[REASON_VIEWED] * n_head + [REASON_FOR_YOU] * (k - n_head),
             source=self.policy,
         )
 
@@ -750,18 +773,23 @@ class Recommender:
             result[rows] = np.where(out >= 0, b.item_ids[np.maximum(out, 0)], -1)
         return result
 
-    def precompute(self, k: int = 10, chunk: int = 2048) -> tuple[np.ndarray, np.ndarray]:
+    def precompute(
+        self, k: int = 10, chunk: int = 2048
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The served answer of every known visitor without session, for the bundle.
 
-        Returns ``(top_items, top_head)`` for :class:`~recsys.bundle.Bundle`: int32 (n_users,
-        k) item positions and int8 (n_users,) leading history items. Rows the model cannot
-        fill (popular padding) are -1: those visitors are ranked live. Any ``k' <= k`` answer
-        is a prefix (the head takes ``min(recent_slots, k')`` history items, the model ranks
-        the rest canonically), so one table serves every request size up to ``k``.
+        Returns ``(top_items, top_head, top_scores)`` for :class:`~recsys.bundle.Bundle`:
+        int32 (n_users, k) item positions, int8 (n_users,) leading history items and float64
+        (n_users, k) scores (the bits :meth:`recommend` computes). Rows the model cannot fill
+        (popular padding) are -1 (scores NaN): those visitors are ranked live. Any
+        ``k' <= k`` answer is a prefix (the head takes ``min(recent_slots, k')`` history
+        items, the model ranks the rest canonically), so one table serves every request size
+        up to ``k``.
         """
         b = self.bundle
         top = np.full((b.n_users, k), -1, dtype=np.int32)
         heads = np.zeros(b.n_users, dtype=np.int8)
+        scores = np.full((b.n_users, k), np.nan)
         head, use_model = self._policy_shape(self.policy, k)
         with _single_threaded_blas():
             for s in range(0, b.n_users, chunk):
@@ -774,12 +802,20 @@ class Recommender:
                 full = n_head + n_model == k
                 top[u[full]] = out[full]
                 heads[u] = np.minimum(n_head, 127)
-        return top, heads
+                w = b.user_vectors[u[full]].astype(np.float32)
+                scores[u[full]] = self._scores(w[:, None, :], out[full])
+        return top, heads, scores
+
+    def _scores(self, w: np.ndarray, positions: np.ndarray) -> np.ndarray:
+        """Model scores of item ``positions`` for float32 user vector(s) ``w``, in float64 with
+        a fixed summation order: the same bits for one visitor or a batch."""
+        items = self.bundle.item_vectors[positions].astype(np.float64)
+        return tree_sum(w.astype(np.float64) * items)
 
     def attach_precomputed(self, k: int = 10) -> None:
         """Compute :meth:`precompute` into the bundle and record what it is valid for."""
         b = self.bundle
-        b.top_items, b.top_head = self.precompute(k)
+        b.top_items, b.top_head, b.top_scores = self.precompute(k)
         b.metadata["precomputed"] = {"policy": self.policy, "recent_slots": self.recent_slots}
         self._top, self._top_head = self._usable_top(), b.top_head
 
@@ -788,7 +824,8 @@ class Recommender:
         b = self.bundle
         made_for = {"policy": self.policy, "recent_slots": self.recent_slots}
         usable = b.metadata.get("precomputed") == made_for and self.candidates is None
-        return b.top_items if usable and b.top_items is not None else None
+        complete = b.top_items is not None and b.top_head is not None and b.top_scores is not None
+        return b.top_items if usable and complete else None
 
 
 def _single_threaded_blas() -> AbstractContextManager:

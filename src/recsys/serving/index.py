@@ -33,13 +33,19 @@ def rank_in_runs(rows: np.ndarray) -> np.ndarray:
     return np.arange(len(rows)) - np.repeat(starts, lengths)
 
 
-def _assign(points: np.ndarray, centers: np.ndarray) -> np.ndarray:
-    """Nearest center of every point (squared Euclidean), in blocks to bound memory."""
+def _nearest(points: np.ndarray, centers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Nearest center of every point and its squared Euclidean distance minus ``|point|^2``,
+    in blocks to bound memory (a block's matrix is built in place)."""
     sq = (centers * centers).sum(axis=1)
-    out = np.empty(len(points), dtype=np.int64)
+    index = np.empty(len(points), dtype=np.int64)
+    value = np.empty(len(points), dtype=np.result_type(points, centers))
     for s in range(0, len(points), 16384):
-        out[s : s + 16384] = (sq - 2 * (points[s : s + 16384] @ centers.T)).argmin(axis=1)
-    return out
+        gap = points[s : s + 16384] @ centers.T
+        gap *= -2
+        gap += sq
+        index[s : s + 16384] = best = gap.argmin(axis=1)
+        value[s : s + 16384] = gap[np.arange(len(best)), best]
+    return index, value
 
 
 def _centroids(points: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
@@ -67,11 +73,11 @@ def _kmeans(
     sample = x[rng.choice(n, size=min(n, 64 * k), replace=False)]
     centers = sample[rng.choice(len(sample), size=k, replace=False)].copy()
     for _ in range(iters):
-        labels = _assign(sample, centers)
+        labels = _nearest(sample, centers)[0]
         fresh = _centroids(sample, labels, k)
         used = np.bincount(labels, minlength=k) > 0
         centers[used] = fresh[used]
-    return _assign(x, centers), centers
+    return _nearest(x, centers)[0], centers
 
 
 def _cluster_labels(emb: np.ndarray, leaf_size: int, rng: np.random.Generator) -> np.ndarray:
@@ -100,8 +106,11 @@ def _cluster_labels(emb: np.ndarray, leaf_size: int, rng: np.random.Generator) -
     if near > 1:
         centers = _centroids(emb, labels, offset)
         counts = np.bincount(labels, minlength=offset)
-        sq = (top_centers * top_centers).sum(axis=1)
-        nearest = np.argpartition(sq - 2 * (emb @ top_centers.T), near - 1, axis=1)[:, :near]
+        gap = emb @ top_centers.T  # squared distance minus |e|^2, built in place
+        gap *= -2
+        gap += (top_centers * top_centers).sum(axis=1)
+        nearest = np.argpartition(gap, near - 1, axis=1)[:, :near].copy()
+        del gap
         best = np.full(n, np.inf)
         fresh = labels.copy()
         for g in range(len(top_centers)):
@@ -109,10 +118,7 @@ def _cluster_labels(emb: np.ndarray, leaf_size: int, rng: np.random.Generator) -
             mine = np.flatnonzero((groups == g) & (counts > 0))
             if len(items) == 0 or len(mine) == 0:
                 continue
-            c = centers[mine]
-            dist = (c * c).sum(axis=1) - 2 * (emb[items] @ c.T)
-            pick = dist.argmin(axis=1)
-            value = dist[np.arange(len(items)), pick]
+            pick, value = _nearest(emb[items], centers[mine])
             better = value < best[items]
             best[items[better]] = value[better]
             fresh[items[better]] = mine[pick[better]]
@@ -172,7 +178,9 @@ class ClusterIndex:
         counts = np.diff(starts)
         owner = np.repeat(np.arange(len(counts)), counts)
         centroids = np.add.reduceat(emb, head, axis=0) / counts[:, None]
-        dist = np.sqrt(((emb - centroids[owner]) ** 2).sum(axis=1))
+        offsets = emb - centroids[owner]
+        dist = np.sqrt(np.square(offsets, out=offsets).sum(axis=1))
+        del offsets
         table = np.stack(
             [np.maximum.reduceat(g * self.dt * dist + bias, head) for g in range(_GRID)]
         )
