@@ -52,9 +52,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from recsys.bundle import Bundle
-from recsys.serving.index import ClusterIndex, rank_in_runs, tree_sum
+from recsys.serving.index import ClusterIndex, exact_scores, rank_in_runs
 
 POLICIES = ("model", "popular", "recent", "blend")
+#: policy served when a bundle's metadata names none
+DEFAULT_POLICY = "blend"
 SOURCES = ("model", "recent", "blend", "fold_in", "popular")
 REASON_VIEWED = "you viewed it"
 REASON_SIMILAR = "similar to an item you viewed"
@@ -143,7 +145,7 @@ class Recommender:
     def __init__(
         self,
         bundle: Bundle,
-        policy: str = "blend",
+        policy: str = DEFAULT_POLICY,
         candidates: int | None = None,
         recent_slots: int | None = None,
         leaf_size: int = 64,
@@ -172,7 +174,7 @@ class Recommender:
         self._vmax = float(np.linalg.norm(vectors, axis=1).max(initial=0.0))
         self._index: ClusterIndex | None = None
         self._lock = threading.Lock()
-        self._top, self._top_head = self._usable_top(), bundle.top_head
+        self._top = self._usable_top()
         self._cold: dict[int, Recommendation] = {}
 
     # ------------------------------------------------------------------ index
@@ -280,7 +282,7 @@ class Recommender:
         kth32[rows[rank == k - 1]] = vals[rank == k - 1]
         keep = vals >= kth32[rows] - tol[rows]
         rows, ids = rows[keep], ids[keep]
-        s64 = tree_sum(w[rows].astype(np.float64) * self._vec[ids].astype(np.float64))
+        s64 = exact_scores(w[rows], self._vec[ids])
         order = np.lexsort((self._rank_of_internal[ids], -s64, rows))
         rows, ids, s64 = rows[order], ids[order], s64[order]
         rank = rank_in_runs(rows)
@@ -387,7 +389,7 @@ class Recommender:
         count = int(finite.sum())
         kth = float(-np.partition(-vals, k - 1)[k - 1]) if count >= k else -np.inf
         cand = ids[finite & (vals >= kth - tol)]
-        s64 = tree_sum(w.astype(np.float64) * self._vec[cand].astype(np.float64))
+        s64 = exact_scores(w, self._vec[cand])
         order = np.lexsort((self._rank_of_internal[cand], -s64))
         top = cand[order[:k]]
         kth64 = float(s64[order[k - 1]]) if len(order) >= k else -np.inf
@@ -696,7 +698,7 @@ class Recommender:
         if w is None:  # cold: the score of an all-zero embedding, i.e. the item bias
             w = np.zeros(b.item_vectors.shape[1], dtype=np.float32)
             w[-1] = 1.0
-        scores = self._scores(w, pos)
+        scores = exact_scores(w, b.item_vectors[pos])
         seen = set(b.item_category[hist].tolist()) - {-1} if 2 in parts else set()
         categories = b.item_category[pos].tolist()
         model_reason = REASON_FOR_YOU if user >= 0 else REASON_SIMILAR
@@ -720,13 +722,13 @@ class Recommender:
 
     def _explain(self, user_id: int, user: int, k: int) -> Recommendation:
         """The precomputed answer of a known visitor: history items first, then the model's."""
-        assert self._top is not None and self._top_head is not None
-        assert self.bundle.top_scores is not None
-        n_head = min(int(self._top_head[user]), k)
+        b = self.bundle
+        assert self._top is not None and b.top_head is not None and b.top_scores is not None
+        n_head = min(int(b.top_head[user]), k)
         return Recommendation(
             user_id=int(user_id),
-            item_ids=self.bundle.item_ids[self._top[user, :k]].tolist(),
-            scores=self.bundle.top_scores[user, :k].tolist(),
+            item_ids=b.item_ids[self._top[user, :k]].tolist(),
+            scores=b.top_scores[user, :k].tolist(),
             reasons=[REASON_VIEWED] * n_head + [REASON_FOR_YOU] * (k - n_head),
             source=self.policy,
         )
@@ -802,22 +804,16 @@ class Recommender:
                 full = n_head + n_model == k
                 top[u[full]] = out[full]
                 heads[u] = np.minimum(n_head, 127)
-                w = b.user_vectors[u[full]].astype(np.float32)
-                scores[u[full]] = self._scores(w[:, None, :], out[full])
+                w = b.user_vectors[u[full], None, :]
+                scores[u[full]] = exact_scores(w, b.item_vectors[out[full]])
         return top, heads, scores
-
-    def _scores(self, w: np.ndarray, positions: np.ndarray) -> np.ndarray:
-        """Model scores of item ``positions`` for float32 user vector(s) ``w``, in float64 with
-        a fixed summation order: the same bits for one visitor or a batch."""
-        items = self.bundle.item_vectors[positions].astype(np.float64)
-        return tree_sum(w.astype(np.float64) * items)
 
     def attach_precomputed(self, k: int = 10) -> None:
         """Compute :meth:`precompute` into the bundle and record what it is valid for."""
         b = self.bundle
         b.top_items, b.top_head, b.top_scores = self.precompute(k)
         b.metadata["precomputed"] = {"policy": self.policy, "recent_slots": self.recent_slots}
-        self._top, self._top_head = self._usable_top(), b.top_head
+        self._top = self._usable_top()
 
     def _usable_top(self) -> np.ndarray | None:
         """The bundle's precomputed answers if they were made for this exact ranking."""

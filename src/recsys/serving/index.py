@@ -24,6 +24,12 @@ def tree_sum(x: np.ndarray) -> np.ndarray:
     return total + tree_sum(x[..., power:]) if power < width else total
 
 
+def exact_scores(w: np.ndarray, vectors: np.ndarray) -> np.ndarray:
+    """Dot products of ``w`` (one vector or a batch) with ``vectors`` in float64, summed in
+    :func:`tree_sum` order: the canonical scores, the same bits whatever the batch shape."""
+    return tree_sum(w.astype(np.float64) * vectors.astype(np.float64))
+
+
 def rank_in_runs(rows: np.ndarray) -> np.ndarray:
     """0, 1, 2, ... within each run of equal values of a sorted ``rows`` array."""
     if len(rows) == 0:
