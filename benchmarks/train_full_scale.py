@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -100,7 +99,7 @@ def main() -> None:
     with stage(times, "export bundle"):
         bundle = model.to_bundle(data)
         bundle.metadata.update(policy="blend", model_version="bench")
-    targets = window_targets(events, split.holdout_start_ms, split.end_ms)
+    targets = window_targets(events, data.user_ids, split.holdout_start_ms, split.end_ms)
     with stage(times, "baselines: popular + recently viewed"):
         baselines = {
             "popular": PopularityModel().fit(data).to_bundle(data),
@@ -124,9 +123,7 @@ def main() -> None:
         mlflow.start_run(run_name="benchmark"),
     ):
         mlflow.log_metrics({f"stage_{i}_seconds": v for i, v in enumerate(times.values())})
-        with tempfile.TemporaryDirectory() as tmp:
-            bundle.save(Path(tmp) / "bundle")
-            mlflow.log_artifacts(str(Path(tmp) / "bundle"), "bundle")
+        mlflow.log_artifacts(str(args.bundle_out), "bundle")
 
     t = times
     print("\n=== results ===")

@@ -14,12 +14,9 @@ from types import ModuleType
 from fastapi_service.settings import ServiceSettings
 from fastapi_service.state import LoadedModel
 from recsys.bundle import Bundle
-from recsys.serving import Recommender
+from recsys.serving import DEFAULT_POLICY, Recommender
 
 log = logging.getLogger(__name__)
-
-#: policy used when neither the settings nor the bundle metadata name one
-DEFAULT_POLICY = "blend"
 
 
 def is_registry_uri(model_uri: str) -> bool:
@@ -58,8 +55,9 @@ def resolve_version(settings: ServiceSettings) -> str | None:
     return _tracking(settings).resolve_version(settings.model_uri, settings.tracking_uri)
 
 
-def load_model(settings: ServiceSettings) -> LoadedModel:
-    """Fetch (once per version) and load the model named by ``settings.model_uri``.
+def load_model(settings: ServiceSettings, version: str | None = None) -> LoadedModel:
+    """Fetch (once per version) and load the model named by ``settings.model_uri``, or that
+    model's registered ``version`` when the caller already resolved the alias.
 
     The bundle must also answer a warm and a cold request before it is returned, so a
     bundle that loads but cannot serve never replaces a working one.
@@ -72,6 +70,8 @@ def load_model(settings: ServiceSettings) -> LoadedModel:
     uri = settings.model_uri
     if is_registry_uri(uri):
         tracking = _tracking(settings)
+        if version is not None:  # no second alias lookup, and exactly the version resolved
+            uri = f"models:/{tracking.parse_model_uri(uri)[0]}/{version}"
         path, version = tracking.download_bundle(uri, settings.cache_dir, settings.tracking_uri)
         model = _build(settings, path, version, "registry")
         tracking.remember_cached(settings.cache_dir, path, version)
@@ -119,11 +119,10 @@ def _build(
 
 
 def _smoke_test(bundle: Bundle, recommender: Recommender) -> None:
-    warm = int(bundle.user_ids[0]) if bundle.n_users else 0
-    # an id the model does not know: one past the largest (or 0 if that one is taken)
+    # (warm_up already answered the first known visitor) an id the model does not know:
+    # one past the largest (or 0 if that one is taken)
     cold = int(bundle.user_ids[-1]) + 1 if bundle.n_users else 0
     cold = cold if cold < 2**63 else 0
-    for user_id in (warm, cold):
-        recommender.recommend(user_id, 5)
+    recommender.recommend(cold, 5)
     if bundle.n_items:
         recommender.recommend(cold, 5, session_items=[int(bundle.item_ids[0])])

@@ -158,12 +158,14 @@ class ServiceMetrics:
     def _age(self) -> float:
         return float("nan") if self._trained_at is None else time.time() - self._trained_at
 
-    def set_model(self, version: str, source: str, trained_at: float | None) -> None:
-        """Point the model gauges at a newly served model."""
+    def set_model(
+        self, version: str, source: str, loaded_at: float, trained_at: float | None
+    ) -> None:
+        """Point the model gauges at a newly served model (times in Unix seconds)."""
         self.model_info.clear()
         self.model_info.labels(version=version, model_source=source).set(1)
         self._trained_at = trained_at
-        self.model_loaded.set(time.time())
+        self.model_loaded.set(loaded_at)
         self.ready.set(1)
 
     def observe_recommendation(self, source: str, variant: str, scores: Iterable[float]) -> None:

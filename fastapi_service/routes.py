@@ -149,28 +149,29 @@ def build_router(service: Service) -> APIRouter:
     """All routes of the service, bound to ``service``."""
     router = APIRouter()
     by_query, by_path = _recommendation_endpoints(service)
-
-    @router.get(
-        "/recommendations",
-        tags=["recommendations"],
-        response_model=RecommendationResponse,
-        responses=_ERRORS | _NO_MODEL,
-        summary="Top-k items for a visitor",
-        openapi_extra={"parameters": [_user_id_parameter("query"), _K_PARAMETER]},
-    )
-    async def recommendations(request: Request) -> Response:
-        return await by_query(request)  # served by the plain route; here for the schema
-
-    @router.get(
-        "/recommendations/{user_id}",
-        tags=["recommendations"],
-        response_model=RecommendationResponse,
-        responses=_ERRORS | _NO_MODEL,
-        summary="Top-k items for a visitor (path form, for older clients)",
-        openapi_extra={"parameters": [_user_id_parameter("path"), _K_PARAMETER]},
-    )
-    async def recommendations_path(request: Request) -> Response:
-        return await by_path(request)  # served by the plain route; here for the schema
+    # declared for the OpenAPI schema and docs; the plain routes of the same paths
+    # (recommendation_routes, put first) serve the requests
+    for path, where, endpoint, name, summary in (
+        ("/recommendations", "query", by_query, "recommendations", "Top-k items for a visitor"),
+        (
+            "/recommendations/{user_id}",
+            "path",
+            by_path,
+            "recommendations_path",
+            "Top-k items for a visitor (path form, for older clients)",
+        ),
+    ):
+        router.add_api_route(
+            path,
+            endpoint,
+            methods=["GET"],
+            name=name,
+            tags=["recommendations"],
+            response_model=RecommendationResponse,
+            responses=_ERRORS | _NO_MODEL,
+            summary=summary,
+            openapi_extra={"parameters": [_user_id_parameter(where), _K_PARAMETER]},
+        )
 
     @router.post(
         "/events",

@@ -81,7 +81,7 @@ class Service:
         await self.flush_exposures()
 
     def _open_store(self) -> None:
-        from recsys.data.store import EventStore
+        from recsys.data.store import EventStore, safe_url
 
         url = self.settings.db_url
         try:
@@ -90,7 +90,7 @@ class Service:
         except Exception as exc:
             # the service still recommends; POST /events answers 503 until a restart
             self.store_error = f"{type(exc).__name__}: {exc}"
-            log.error("event store %s unavailable: %s", _safe_url(url), self.store_error)
+            log.error("event store %s unavailable: %s", safe_url(url), self.store_error)
             return
         self.store = store
 
@@ -176,7 +176,7 @@ class Service:
             elif trigger == "poll" and current is not None:
                 return "unchanged", current  # a local folder is reloaded on demand only
             try:
-                model = await run_in_threadpool(load_model, self.settings)
+                model = await run_in_threadpool(load_model, self.settings, version)
             except Exception as exc:
                 self.state.failed_version = version
                 what = f"version {version}" if version else self.settings.model_uri
@@ -207,7 +207,9 @@ class Service:
         if model.source == "cache":
             self._set_reachable(False)
             self.state.last_error = f"serving the cached bundle: {error}"
-        self.metrics.set_model(model.version, model.source, trained_at(model.bundle.metadata))
+        self.metrics.set_model(
+            model.version, model.source, model.loaded_at, trained_at(model.bundle.metadata)
+        )
         log.info(
             "serving model version %s (%s), previously %s",
             model.version,
@@ -349,13 +351,3 @@ def trained_at(metadata: dict[str, Any]) -> float | None:
         except ValueError:
             return None
     return None
-
-
-def _safe_url(url: str) -> str:
-    """A database URL without its password, for logs."""
-    try:
-        from sqlalchemy.engine import make_url
-
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return "<unparsable url>"

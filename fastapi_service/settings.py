@@ -11,7 +11,7 @@ from pathlib import Path
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from recsys.config import CHAMPION_ALIAS, MODEL_NAME
+from recsys.config import CHAMPION_ALIAS, MODEL_NAME, Settings
 
 DEFAULT_MODEL_URI = f"models:/{MODEL_NAME}@{CHAMPION_ALIAS}"
 
@@ -27,15 +27,15 @@ class ServiceSettings(BaseSettings):
         description="models:/NAME@ALIAS, models:/NAME/VERSION or a local bundle folder.",
     )
     tracking_uri: str | None = Field(
-        # the library's default store (recsys.config.Settings), so `make demo` needs no setting
-        default="sqlite:///var/mlflow.db",
+        # the library's store (recsys.config.Settings: var_dir), so `make demo` needs no setting
+        default_factory=lambda: Settings().resolved_tracking_uri,
         validation_alias=AliasChoices(
             "tracking_uri", "RECSYS_TRACKING_URI", "RECSYS_MLFLOW_TRACKING_URI"
         ),
         description="MLflow tracking URI (the image sets the team server's URL).",
     )
     cache_dir: Path = Field(
-        default=Path("var/model-cache"),
+        default_factory=lambda: Settings().var_dir / "model-cache",
         description="Downloaded bundles (<cache_dir>/<model>-v<version>/) and the LATEST pointer.",
     )
     policy: str | None = Field(
@@ -56,7 +56,8 @@ class ServiceSettings(BaseSettings):
 
     # events
     db_url: str = Field(
-        default="sqlite:///var/events.db", description="SQLAlchemy URL of the event store."
+        default_factory=lambda: Settings().resolved_db_url,
+        description="SQLAlchemy URL of the event store (default: the library's, under var_dir).",
     )
     max_batch: int = Field(
         default=1000, ge=1, description="Most events accepted by one POST /events."

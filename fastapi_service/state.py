@@ -138,7 +138,6 @@ class ExposureBuffer:
 
     def drain(self) -> list[tuple]:
         """Take every buffered row."""
-        rows = []
-        while self._rows:
-            rows.append(self._rows.popleft())
+        rows = list(self._rows)  # add and drain both run on the event loop's thread
+        self._rows.clear()
         return rows

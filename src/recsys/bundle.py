@@ -16,17 +16,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from recsys.columns import ADDTOCART, EVENT, ITEM, PURCHASE, TIMESTAMP, VIEW, VISITOR
+from recsys.arrays import index_of, rank_in_runs
+from recsys.columns import ADDTOCART, DAY_MS, EVENT, ITEM, PURCHASE, TIMESTAMP, VIEW, VISITOR
 from recsys.exceptions import DataValidationError, ModelNotFoundError
 
 if TYPE_CHECKING:  # the builders need pandas; loading and serving a bundle must not
-    import pandas as pd
-
     from recsys.interactions import TrainingData
 
 ARRAYS_FILE = "arrays.npz"
 METADATA_FILE = "metadata.json"
-DAY_MS = 86_400_000
 
 #: array fields and the dtype each is stored with
 _DTYPES: dict[str, type] = {
@@ -244,18 +242,6 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"metadata value of type {type(value).__name__} is not JSON-serialisable")
 
 
-def _event_weights(event: pd.Series) -> np.ndarray:
-    """Weight of each event (:data:`recsys.interactions.DEFAULT_EVENT_WEIGHTS`)."""
-    import pandas as pd
-
-    from recsys.interactions import DEFAULT_EVENT_WEIGHTS
-
-    if isinstance(event.dtype, pd.CategoricalDtype):
-        per_code = [DEFAULT_EVENT_WEIGHTS.get(c, 0.0) for c in event.cat.categories]
-        return np.append(per_code, 0.0)[event.cat.codes.to_numpy()]  # code -1 picks 0.0
-    return event.map(DEFAULT_EVENT_WEIGHTS).to_numpy(dtype=np.float64, na_value=0.0)
-
-
 def _csr(rows: np.ndarray, n_rows: int) -> np.ndarray:
     """CSR index pointer for ``rows`` (already sorted ascending)."""
     indptr = np.zeros(n_rows + 1, dtype=np.int64)
@@ -281,13 +267,13 @@ def popularity_ranking(data: TrainingData, window_days: int = 14) -> np.ndarray:
     numpy.ndarray
         int32 permutation of ``0..n_items-1``, most popular first.
     """
-    from recsys.interactions import index_of
+    from recsys.interactions import DEFAULT_EVENT_WEIGHTS, _event_weights
 
     n_items = len(data.item_ids)
     events = data.events
     items = index_of(data.item_ids, events[ITEM].to_numpy(dtype=np.int64))
     ts = events[TIMESTAMP].to_numpy(dtype=np.int64)
-    weights = _event_weights(events[EVENT])
+    weights = _event_weights(events, DEFAULT_EVENT_WEIGHTS)
     known = items >= 0
     recent = known & (ts >= data.cutoff_ms - window_days * DAY_MS)
     recent_weight = np.bincount(items[recent], weights=weights[recent], minlength=n_items)
@@ -309,8 +295,6 @@ def user_item_lists(
     tuple
         ``(history_indptr, history_items, history_ts, bought_indptr, bought_items)``.
     """
-    from recsys.interactions import index_of
-
     n_users, n_items = len(data.user_ids), len(data.item_ids)
     events = data.events
     visitors = events[VISITOR].to_numpy(dtype=np.int64)
@@ -331,9 +315,7 @@ def user_item_lists(
     _, first = np.unique(key, return_index=True)
     first.sort()
     u, i, t = u[first], i[first], t[first]
-    starts = _csr(u, n_users)
-    rank = np.arange(len(u)) - starts[u]
-    keep = rank < history_cap
+    keep = rank_in_runs(u) < history_cap  # u ascends: rank within each user
     u, i, t = u[keep], i[keep], t[keep]
     history_indptr = _csr(u, n_users)
 

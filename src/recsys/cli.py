@@ -73,6 +73,7 @@ def import_(
 ) -> None:
     """Load events.csv into the event store (idempotent: re-imports add nothing)."""
     from recsys.data import EventStore
+    from recsys.data.store import safe_url
 
     url = db or Settings().resolved_db_url
     try:
@@ -83,15 +84,8 @@ def import_(
     except RecsysError as exc:
         _fail(exc)
     console.print(
-        f"stored {added:,} new events in {store_label(url)} ({time.perf_counter() - started:.1f} s)"
+        f"stored {added:,} new events in {safe_url(url)} ({time.perf_counter() - started:.1f} s)"
     )
-
-
-def store_label(url: str) -> str:
-    """A URL without its password, fit to print."""
-    from sqlalchemy.engine import make_url
-
-    return make_url(url).render_as_string(hide_password=True)
 
 
 @data_app.command("profile")

@@ -19,6 +19,10 @@ REQUEST_ID: Final = "request_id"
 #: UTC datetime derived from TIMESTAMP (not a column of the files)
 DATETIME: Final = "datetime"
 
+# timestamps are epoch milliseconds
+HOUR_MS: Final = 3_600_000
+DAY_MS: Final = 24 * HOUR_MS
+
 VIEW: Final = "view"
 ADDTOCART: Final = "addtocart"
 PURCHASE: Final = "transaction"

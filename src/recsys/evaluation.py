@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import pandas as pd
 
+from recsys.arrays import sorted_unique
 from recsys.columns import ADDTOCART, EVENT, ITEM, VISITOR
 
 RELEVANT = "relevant"
@@ -53,7 +54,7 @@ def _hits_and_counts(
     # (user row, item) pair becomes one int64 key ``row * n_codes + code`` without overflow.
     codes, n_codes = _dense_codes(np.concatenate([flat, rec.ravel()]))
     owner = np.repeat(np.arange(n_users, dtype=np.int64), lengths)
-    relevant_keys = _sorted_unique(owner * n_codes + codes[: len(flat)])
+    relevant_keys = sorted_unique(owner * n_codes + codes[: len(flat)])
     n_relevant = np.bincount(relevant_keys // n_codes, minlength=n_users)
 
     hits = np.zeros(rec.shape, dtype=bool)
@@ -65,14 +66,6 @@ def _hits_and_counts(
         found = np.minimum(np.searchsorted(relevant_keys, keys), len(relevant_keys) - 1)
         hits = (relevant_keys[found] == keys) & (rec != EMPTY) & ~_repeats(rec)
     return hits, n_relevant
-
-
-def _sorted_unique(values: np.ndarray) -> np.ndarray:
-    """``np.unique`` by sorting (numpy 2.4's hash-based unique is slower on many ids)."""
-    ordered = np.sort(values)
-    first = np.ones(len(ordered), dtype=bool)
-    np.not_equal(ordered[1:], ordered[:-1], out=first[1:])
-    return ordered[first]
 
 
 def _dense_codes(values: np.ndarray) -> tuple[np.ndarray, int]:
@@ -318,7 +311,7 @@ def coverage(recommended: np.ndarray, n_catalogue: int) -> float:
     if n_catalogue <= 0:
         raise ValueError(f"n_catalogue must be > 0, got {n_catalogue}")
     rec = np.asarray(recommended, dtype=np.int64)
-    return len(_sorted_unique(rec[rec != EMPTY])) / n_catalogue
+    return len(sorted_unique(rec[rec != EMPTY])) / n_catalogue
 
 
 def ranking_metrics(
@@ -361,14 +354,14 @@ def ranking_metrics(
 
 
 def holdout_targets(
-    train_events: pd.DataFrame, holdout_events: pd.DataFrame, target: str
+    known_users: np.ndarray, holdout_events: pd.DataFrame, target: str
 ) -> pd.DataFrame:
     """One row per holdout visitor with at least one target event.
 
     Parameters
     ----------
-    train_events : pandas.DataFrame
-        Events before the holdout; a visitor seen here is "warm", otherwise "cold".
+    known_users : numpy.ndarray
+        Visitor ids seen before the holdout (the model's users): "warm"; others are "cold".
     holdout_events : pandas.DataFrame
         Events of the holdout window.
     target : {"addtocart", "any"}
@@ -382,10 +375,9 @@ def holdout_targets(
 
     Examples
     --------
-    >>> train = pd.DataFrame({"visitorid": [1], "itemid": [10], "event": ["view"]})
     >>> holdout = pd.DataFrame({"visitorid": [1, 1, 2, 3], "itemid": [12, 11, 11, 13],
     ...                         "event": ["addtocart", "addtocart", "view", "addtocart"]})
-    >>> holdout_targets(train, holdout, "addtocart")
+    >>> holdout_targets(np.array([1]), holdout, "addtocart")
        visitorid  relevant segment
     0          1  [11, 12]    warm
     1          3      [13]    cold
@@ -403,7 +395,7 @@ def holdout_targets(
     fresh[1:] = (visitors[1:] != visitors[:-1]) | (items[1:] != items[:-1])
     visitors, items = visitors[fresh], items[fresh]
     users, starts = np.unique(visitors, return_index=True)
-    warm = np.isin(users, train_events[VISITOR].to_numpy(dtype=np.int64))
+    warm = np.isin(users, np.asarray(known_users, dtype=np.int64))
     return pd.DataFrame(
         {
             VISITOR: users,

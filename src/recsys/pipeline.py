@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,13 +20,19 @@ from tqdm.auto import tqdm
 from recsys import columns as C
 from recsys.bundle import Bundle
 from recsys.config import CHALLENGER_ALIAS, CHAMPION_ALIAS, Settings
-from recsys.data import Dataset, EventStore, load_dataset
+from recsys.data import (
+    Dataset,
+    EventStore,
+    load_category_tree,
+    load_dataset,
+    load_item_properties,
+)
 from recsys.data.profile import profile_dataset
 from recsys.evaluation import TARGETS, evaluate_policy, hits_matrix, holdout_targets
 from recsys.interactions import DEFAULT_EVENT_WEIGHTS, TrainingData, prepare_training_data
 from recsys.models.baselines import PopularityModel, RecentViewsModel
 from recsys.models.lightfm import LightFMModel
-from recsys.serving import DEFAULT_RECENT_SLOTS, Recommender
+from recsys.serving import DEFAULT_POLICY, DEFAULT_RECENT_SLOTS, Recommender
 from recsys.split import TimeSplit, make_split, window
 from recsys.tracking import (
     GateDecision,
@@ -70,7 +76,7 @@ class PipelineConfig:
     event_weights: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_EVENT_WEIGHTS))
     popularity_window_days: int = 14
     #: served policy when no tuning ran (tuning picks it on the validation window)
-    default_policy: str = "blend"
+    default_policy: str = DEFAULT_POLICY
     #: served answers precomputed per known visitor (k up to this); 0 = rank every request live
     precompute_k: int = 10
     seed: int = 42
@@ -131,10 +137,20 @@ def score_policies(
     return pd.concat(frames).reset_index().set_index(["model", "target", "segment"]).sort_index()
 
 
-def window_targets(events: pd.DataFrame, start_ms: int, end_ms: int) -> dict[str, pd.DataFrame]:
-    """Targets per kind ("addtocart", "any") of the window [start, end); warm = seen before it."""
-    before, after = window(events, None, start_ms), window(events, start_ms, end_ms)
-    return {t: holdout_targets(before, after, t) for t in TARGETS}
+def window_targets(
+    events: pd.DataFrame,
+    known_users: np.ndarray,
+    start_ms: int,
+    end_ms: int,
+    kinds: Sequence[str] = TARGETS,
+) -> dict[str, pd.DataFrame]:
+    """Targets per kind ("addtocart", "any") of the window [start, end).
+
+    Warm = in ``known_users``, the visitors seen before the window (the ``user_ids`` of the
+    training data whose cutoff is ``start_ms``).
+    """
+    after = window(events, start_ms, end_ms)
+    return {t: holdout_targets(known_users, after, t) for t in kinds}
 
 
 #: what the gate compares, in order: the headline, then the metric that breaks exact ties
@@ -214,11 +230,9 @@ def tune(
     data = prepare_training_data(
         events, ds.item_properties, ds.category_tree, split.validation_start_ms, cfg.event_weights
     )
-    targets = {
-        "addtocart": window_targets(events, split.validation_start_ms, split.holdout_start_ms)[
-            "addtocart"
-        ]
-    }
+    targets = window_targets(
+        events, data.user_ids, split.validation_start_ms, split.holdout_start_ms, ["addtocart"]
+    )
 
     def objective(trial: optuna.Trial) -> float:
         params = cfg.lightfm if trial.number == 0 else _suggest(trial, cfg.lightfm)
@@ -298,19 +312,25 @@ def _precision_curve_plot(
 # ---------------------------------------------------------------------------- the pipeline
 
 
-def load_events(cfg: PipelineConfig, ds: Dataset) -> pd.DataFrame:
-    """Events from the store when ``cfg.db_url`` is set, else from the CSV files."""
+def load_data(cfg: PipelineConfig) -> Dataset:
+    """The data trained on: events from the store when ``cfg.db_url`` is set (item properties
+    and category tree from ``cfg.data_dir``, ``events.csv`` not read), else all from the CSV
+    files."""
     if cfg.db_url is None:
-        return ds.events
-    return EventStore(cfg.db_url).read_events()
+        return load_dataset(cfg.data_dir)
+    return Dataset(
+        events=EventStore(cfg.db_url).read_events(),
+        item_properties=load_item_properties([cfg.data_dir / n for n in C.PROPERTIES_FILES]),
+        category_tree=load_category_tree(cfg.data_dir / C.CATEGORY_TREE_FILE),
+    )
 
 
 def run_pipeline(cfg: PipelineConfig, settings: Settings | None = None) -> PipelineResult:
     """Load -> split -> tune -> fit -> evaluate -> log -> register -> gate."""
     settings = settings or Settings()
     client = configure(settings)
-    ds = load_dataset(cfg.data_dir)
-    events = load_events(cfg, ds)
+    ds = load_data(cfg)
+    events = ds.events
     split = make_split(events, cfg.holdout_days, cfg.validation_days)
 
     with mlflow.start_run(run_name="train") as run:
@@ -339,7 +359,7 @@ def run_pipeline(cfg: PipelineConfig, settings: Settings | None = None) -> Pipel
         data = prepare_training_data(
             events, ds.item_properties, ds.category_tree, split.holdout_start_ms, cfg.event_weights
         )
-        targets = window_targets(events, split.holdout_start_ms, split.end_ms)
+        targets = window_targets(events, data.user_ids, split.holdout_start_ms, split.end_ms)
         mlflow.log_metrics(
             {
                 "train_users": len(data.user_ids),
@@ -349,16 +369,19 @@ def run_pipeline(cfg: PipelineConfig, settings: Settings | None = None) -> Pipel
             }
         )
 
+        last: list[Bundle] = []  # the latest epoch's bundle: the final one once fitting ends
+
         def curve(epoch: int, model: LightFMModel) -> None:
             # diagnostic only: epochs were chosen on the validation window, not here
-            rec = Recommender(_served_bundle(model, data, params), policy=policy)
+            last[:] = [_served_bundle(model, data, params)]
+            rec = Recommender(last[0], policy=policy)
             table = score_policies({"lightfm": rec}, {"addtocart": targets["addtocart"]}, cfg.k)
             mlflow.log_metric(
                 "curve_holdout_precision_at_5", headline(table, "lightfm"), step=epoch
             )
 
         lfm = _fit_lightfm(data, params, cfg.seed, on_epoch=curve, progress=cfg.progress)
-        bundle = _served_bundle(lfm, data, params)
+        bundle = last[0] if last else _served_bundle(lfm, data, params)
         recommenders = {
             **baseline_policies(data, cfg.popularity_window_days),
             **lightfm_policies(bundle),
@@ -390,7 +413,8 @@ def run_pipeline(cfg: PipelineConfig, settings: Settings | None = None) -> Pipel
             bundle.save(Path(tmp) / "bundle")
             version = log_bundle_model(Path(tmp) / "bundle", settings.model_name)
 
-        champion_score = _rescore_champion(client, settings, targets, cfg.k)
+        champion = _champion_bundle(client, settings)
+        champion_score = None if champion is None else _rescore(champion, targets, cfg.k)
         baselines = {name: gate_score(results, name) for name in ("popular", "recent")}
         decision = gate(candidate, champion_score, baselines, GATE_METRICS)
         alias = CHAMPION_ALIAS if decision.promote else CHALLENGER_ALIAS
@@ -417,10 +441,8 @@ def run_pipeline(cfg: PipelineConfig, settings: Settings | None = None) -> Pipel
         )
 
 
-def _rescore_champion(
-    client: Any, settings: Settings, targets: dict[str, pd.DataFrame], k: int
-) -> tuple[float, ...] | None:
-    """The current champion's gate metrics on *this* run's holdout (None if no champion)."""
+def _champion_bundle(client: Any, settings: Settings) -> Bundle | None:
+    """The current champion's bundle (None if there is no champion)."""
     version = champion_version(client, settings.model_name)
     if version is None:
         return None
@@ -429,7 +451,11 @@ def _rescore_champion(
         settings.var_dir / "model-cache",
         settings.resolved_tracking_uri,
     )
-    champion = Bundle.load(path)
-    rec = Recommender(champion, policy=champion.metadata.get("policy", "blend"))
+    return Bundle.load(path)
+
+
+def _rescore(champion: Bundle, targets: dict[str, pd.DataFrame], k: int) -> tuple[float, ...]:
+    """The champion's gate metrics on *this* run's holdout."""
+    rec = Recommender(champion, policy=champion.metadata.get("policy", DEFAULT_POLICY))
     table = score_policies({"champion": rec}, {"addtocart": targets["addtocart"]}, k)
     return gate_score(table, "champion")

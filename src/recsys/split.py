@@ -11,10 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from recsys.columns import TIMESTAMP
+from recsys.columns import DAY_MS, TIMESTAMP
 from recsys.exceptions import ConfigurationError
-
-DAY_MS = 86_400_000
 
 
 @dataclass(frozen=True)

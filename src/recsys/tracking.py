@@ -54,10 +54,10 @@ class BundleModel(PythonModel):
 
     def load_context(self, context: Any) -> None:
         from recsys.bundle import Bundle
-        from recsys.serving import Recommender
+        from recsys.serving import DEFAULT_POLICY, Recommender
 
         bundle = Bundle.load(Path(context.artifacts[BUNDLE_ARTIFACT]))
-        self.recommender = Recommender(bundle, policy=bundle.metadata.get("policy", "blend"))
+        self.recommender = Recommender(bundle, policy=bundle.metadata.get("policy", DEFAULT_POLICY))
 
     def predict(
         self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None

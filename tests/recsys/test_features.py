@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recsys.columns import AVAILABLE, CATEGORY, ITEM, PARENT, PROPERTY, TIMESTAMP, VALUE
+from recsys.columns import AVAILABLE, CATEGORY, ITEM, PARENT
 from recsys.exceptions import DataValidationError
 from recsys.features import (
     build_item_features,
@@ -11,20 +11,7 @@ from recsys.features import (
     item_category,
     property_as_of,
 )
-
-T0 = 1_431_226_800_000
-WEEK = 604_800_000
-
-
-def make_properties(
-    rows: list[tuple[int, int, str, str]], categorical: bool = False
-) -> pd.DataFrame:
-    frame = pd.DataFrame(rows, columns=[TIMESTAMP, ITEM, PROPERTY, VALUE]).astype(
-        {TIMESTAMP: "int64", ITEM: "int64", PROPERTY: "str", VALUE: "str"}
-    )
-    if categorical:
-        frame[PROPERTY] = frame[PROPERTY].astype("category")
-    return frame
+from tests.helpers import T0, WEEK, make_properties
 
 
 def make_tree(rows: list[tuple[int, int | None]]) -> pd.DataFrame:

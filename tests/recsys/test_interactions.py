@@ -7,16 +7,12 @@ from recsys.columns import (
     ADDTOCART,
     AVAILABLE,
     CATEGORY,
-    DATETIME,
     EVENT,
     EVENT_TYPES,
     ITEM,
     PARENT,
-    PROPERTY,
     PURCHASE,
     TIMESTAMP,
-    TRANSACTION,
-    VALUE,
     VIEW,
     VISITOR,
 )
@@ -29,30 +25,9 @@ from recsys.interactions import (
     index_of,
     prepare_training_data,
 )
+from tests.helpers import T0, WEEK, make_events, make_properties
 
-T0 = 1_431_226_800_000
-WEEK = 604_800_000
 CUTOFF = T0 + WEEK
-
-
-def make_events(rows: list[tuple[int, int, str, int]]) -> pd.DataFrame:
-    """Events frame with the dtypes of ``load_events`` from (timestamp, visitor, event, item)."""
-    frame = pd.DataFrame(rows, columns=[TIMESTAMP, VISITOR, EVENT, ITEM]).astype(
-        {TIMESTAMP: "int64", VISITOR: "int64", ITEM: "int64"}
-    )
-    frame[EVENT] = pd.Categorical(frame[EVENT], categories=list(EVENT_TYPES))
-    transaction = np.where(frame[EVENT] == PURCHASE, np.arange(len(frame)), -1)
-    frame.insert(4, TRANSACTION, pd.Series(transaction, dtype="Int64").mask(transaction < 0))
-    frame[DATETIME] = pd.to_datetime(frame[TIMESTAMP], unit="ms", utc=True).astype(
-        "datetime64[ms, UTC]"
-    )
-    return frame.sort_values([TIMESTAMP, VISITOR, ITEM], kind="stable").reset_index(drop=True)
-
-
-def make_properties(rows: list[tuple[int, int, str, str]]) -> pd.DataFrame:
-    return pd.DataFrame(rows, columns=[TIMESTAMP, ITEM, PROPERTY, VALUE]).astype(
-        {TIMESTAMP: "int64", ITEM: "int64", PROPERTY: "str", VALUE: "str"}
-    )
 
 
 TREE = pd.DataFrame(

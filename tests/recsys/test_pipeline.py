@@ -98,13 +98,14 @@ def test_run_logs_metrics_plots_tuning_and_profile(store: dict) -> None:
 def test_pyfunc_round_trip_in_a_separate_process(store: dict, tmp_path: Path) -> None:
     settings: Settings = store["settings"]
     uri = settings.resolved_tracking_uri
-    path, _ = download_bundle("models:/recsys-lightfm@champion", tmp_path / "cache", uri)
+    champion_uri = f"models:/{settings.model_name}@champion"
+    path, _ = download_bundle(champion_uri, tmp_path / "cache", uri)
     bundle = Bundle.load(path)
-    users = [int(u) for u in bundle.user_ids[:5]] + [10**12]  # 4 warm + an unknown visitor
+    users = [int(u) for u in bundle.user_ids[:5]] + [10**12]  # 5 warm + an unknown visitor
     code = (
         "import json, sys, mlflow, pandas as pd\n"
         f"mlflow.set_tracking_uri({uri!r}); mlflow.set_registry_uri({uri!r})\n"
-        "m = mlflow.pyfunc.load_model('models:/recsys-lightfm@champion')\n"
+        f"m = mlflow.pyfunc.load_model({champion_uri!r})\n"
         f"out = m.predict(pd.DataFrame({{'user_id': {users!r}}}))\n"
         "json.dump([list(map(int, x)) for x in out['item_ids']], sys.stdout)\n"
     )

@@ -314,6 +314,8 @@ def test_budget_is_approximate_but_keeps_the_rules() -> None:
     cheap = Recommender(bundle, policy="model", leaf_size=8, probe=1, candidates=8)
     a, b = exact.recommend_batch(bundle.user_ids, 10), cheap.recommend_batch(bundle.user_ids, 10)
     overlap = np.mean([len(set(x) & set(y)) / 10 for x, y in zip(a, b, strict=True)])
+    # measured 0.40..0.48 over random_bundle seeds 0..19 (0.46 for this seed 2): the lower
+    # limit only says the cheap scan is still mostly right, the upper that it cut something
     assert 0.3 < overlap < 1.0
     for user, row in enumerate(b):
         assert len(set(row)) == 10
@@ -372,7 +374,10 @@ def test_precomputed_answers_equal_the_live_ranking(
     Recommender(fast_bundle, policy=policy, recent_slots=recent_slots).attach_precomputed(k=10)
     fast_bundle.save(tmp_path / "b")
     fast = Recommender(Bundle.load(tmp_path / "b"), policy=policy, recent_slots=recent_slots)
-    assert fast._top is not None and (fast._top[:, 0] >= 0).mean() > 0.9  # most rows stored
+    # rows the model cannot fill are not stored; with ~540 available items for k=10 every
+    # row is (measured 1.0 over seeds 0..19, both policies, recent_slots 1 and 5): > 0.9 only
+    # makes sure the answers below come mostly from the table, not from live ranking
+    assert fast._top is not None and (fast._top[:, 0] >= 0).mean() > 0.9
     for user in live.bundle.user_ids.tolist():
         for k in (1, 3, 5, 10, 12):  # 12 > stored width: ranked live
             assert fast.recommend(user, k) == live.recommend(user, k), (user, k)

@@ -235,6 +235,13 @@ def _np_bool(arr: pa.ChunkedArray | pa.Array) -> np.ndarray:
 # --------------------------------------------------------------------------- frames
 
 
+def nullable_ids(values: np.ndarray) -> pd.arrays.IntegerArray:
+    """Nullable ``Int64`` array of int64 ``values`` in which ``-1`` (any negative) means missing."""
+    values = np.asarray(values, np.int64)
+    missing = values < 0
+    return pd.arrays.IntegerArray(np.where(missing, 0, values), missing)
+
+
 def _utc(ms: np.ndarray) -> pd.Series:
     return pd.Series(ms.astype("datetime64[ms]")).dt.tz_localize("UTC")
 
@@ -330,7 +337,7 @@ def build_events_frame(
             C.VISITOR: vis,
             C.EVENT: pd.Categorical.from_codes(ev, categories=list(C.EVENT_TYPES)),
             C.ITEM: item,
-            C.TRANSACTION: pd.arrays.IntegerArray(np.where(tx < 0, 0, tx), tx < 0),
+            C.TRANSACTION: nullable_ids(tx),
             C.DATETIME: _utc(ts),
         }
     )
@@ -522,8 +529,7 @@ def _read_category_tree(path: str | Path) -> tuple[pd.DataFrame, int]:
     checks.add(conflict, C.PARENT, f"a second, different parent for the same {C.CATEGORY}")
     checks.raise_first()
     frame = frame[~dup].sort_values(C.CATEGORY, kind="stable", ignore_index=True)
-    parents = frame[C.PARENT].to_numpy()
-    frame[C.PARENT] = pd.arrays.IntegerArray(np.where(parents < 0, 0, parents), parents < 0)
+    frame[C.PARENT] = nullable_ids(frame[C.PARENT].to_numpy())
     if dup.any():
         log.info("%s: dropped %d exact duplicate rows", path.name, int(dup.sum()))
     return frame, int(dup.sum())

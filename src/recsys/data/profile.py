@@ -16,13 +16,13 @@ import pandas as pd
 from rich.table import Table
 
 from recsys import columns as C
+from recsys.arrays import index_of, weekday
 from recsys.data.load import Dataset
+from recsys.features import property_as_of
 
 #: a gap longer than this between two events of a visitor starts a new session
 SESSION_GAP_MS = 30 * 60_000
 TOP_CATEGORIES = 100
-_DAY_MS = 86_400_000
-_HOUR_MS = 3_600_000
 WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 
 
@@ -144,22 +144,20 @@ def _counts(ds: Dataset, n_events: int, n_visitors: int, n_items: int) -> dict[s
 
 
 def _item_categories(props: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    """Latest ``categoryid`` per item: (sorted item ids, category ids)."""
-    rows = props.loc[props[C.PROPERTY] == C.CATEGORY, [C.TIMESTAMP, C.ITEM, C.VALUE]]
-    value = pd.to_numeric(rows[C.VALUE], errors="coerce").to_numpy(np.float64)
-    items = rows[C.ITEM].to_numpy(np.int64)
-    order = np.lexsort((rows[C.TIMESTAMP].to_numpy(np.int64), items))
-    items, value = items[order], value[order]
-    last = np.ones(len(items), bool)
-    last[:-1] = items[1:] != items[:-1]
-    keep = last & ~np.isnan(value)
-    return items[keep], value[keep].astype(np.int64)
+    """Latest ``categoryid`` per item: (sorted item ids, category ids).
+
+    Items whose latest value is not a number are left out.
+    """
+    latest = property_as_of(props, C.CATEGORY, np.iinfo(np.int64).max)
+    value = pd.to_numeric(latest, errors="coerce").to_numpy(np.float64)
+    keep = ~np.isnan(value)
+    return latest.index.to_numpy(np.int64)[keep], value[keep].astype(np.int64)
 
 
 def _long_tail(ds: Dataset, viewed: np.ndarray, interactions: np.ndarray) -> dict[str, Any]:
     cat_items, cat_of = _item_categories(ds.item_properties)
-    pos = np.clip(np.searchsorted(cat_items, viewed), 0, max(len(cat_items) - 1, 0))
-    known = (cat_items[pos] == viewed) if len(cat_items) else np.zeros(len(viewed), bool)
+    pos = index_of(cat_items, viewed)
+    known = pos >= 0
     _, per_cat = np.unique(cat_of[pos[known]], return_counts=True)
     top = np.sort(per_cat)[::-1][:TOP_CATEGORIES].sum()
     return {
@@ -174,18 +172,20 @@ def _time(ts: np.ndarray) -> dict[str, Any]:
     if not len(ts):
         return {"first_utc": None, "last_utc": None, "days": None, "events_per_day": None}
     first, last = int(ts.min()), int(ts.max())
-    days = (last - first) / _DAY_MS
-    hour = np.bincount((ts // _HOUR_MS) % 24, minlength=24)
-    weekday = np.bincount((ts // _DAY_MS + 3) % 7, minlength=7)  # 1970-01-01: Thursday
+    days = (last - first) / C.DAY_MS
+    hour = np.bincount((ts // C.HOUR_MS) % 24, minlength=24)
+    per_weekday = np.bincount(weekday(ts), minlength=7)
     return {
         "first_utc": _utc(first),
         "last_utc": _utc(last),
         "days": days,
         "events_per_day": _ratio(len(ts), days),
-        "busiest_weekday": WEEKDAYS[int(weekday.argmax())],
+        "busiest_weekday": WEEKDAYS[int(per_weekday.argmax())],
         "peak_hour_utc": int(hour.argmax()),
         "quietest_hour_utc": int(hour.argmin()),
-        "weekday_share": {d: float(n / len(ts)) for d, n in zip(WEEKDAYS, weekday, strict=True)},
+        "weekday_share": {
+            d: float(n / len(ts)) for d, n in zip(WEEKDAYS, per_weekday, strict=True)
+        },
         "hour_share": [float(n / len(ts)) for n in hour],
     }
 

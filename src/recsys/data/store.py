@@ -38,11 +38,17 @@ from sqlalchemy import (
     func,
     select,
 )
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
 from recsys import columns as C
-from recsys.data.load import MAX_TIMESTAMP_MS, MIN_TIMESTAMP_MS, build_events_frame, load_events
+from recsys.data.load import (
+    MAX_TIMESTAMP_MS,
+    MIN_TIMESTAMP_MS,
+    build_events_frame,
+    load_events,
+    nullable_ids,
+)
 from recsys.exceptions import ConfigurationError, DataValidationError
 
 log = logging.getLogger(__name__)
@@ -101,6 +107,17 @@ exposures_table = Table(
 )
 
 
+def safe_url(url: str | URL) -> str:
+    """A database URL without its password, fit to print or log.
+
+    ``"<unparsable url>"`` when ``url`` is not a database URL.
+    """
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # whatever the input, never fail (nor leak it) while reporting
+        return "<unparsable url>"
+
+
 def _bad(mask: np.ndarray | pd.Series, column: str, reason: str) -> None:
     mask = np.asarray(mask, bool)
     if mask.any():
@@ -154,7 +171,7 @@ def _validated_events(df: pd.DataFrame) -> pd.DataFrame:
             C.VISITOR: _int_column(df, C.VISITOR),
             C.EVENT: event.astype(str),
             C.ITEM: _int_column(df, C.ITEM),
-            C.TRANSACTION: pd.arrays.IntegerArray(np.maximum(tx, 0), tx < 0),
+            C.TRANSACTION: nullable_ids(tx),
             C.REQUEST_ID: request,
         }
     )
@@ -252,7 +269,7 @@ class EventStore:
         self._schema_ready = False
 
     def __repr__(self) -> str:
-        return f"EventStore({self.url.render_as_string(hide_password=True)!r})"
+        return f"EventStore({safe_url(self.url)!r})"
 
     # ------------------------------------------------------------------ schema
 

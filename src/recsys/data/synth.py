@@ -38,12 +38,12 @@ import pyarrow.csv as pacsv
 from tqdm.auto import tqdm
 
 from recsys import columns as C
+from recsys.arrays import rank_in_runs, weekday
+from recsys.columns import DAY_MS, HOUR_MS
 from recsys.exceptions import ConfigurationError
 
 logger = logging.getLogger(__name__)
 
-HOUR_MS = 3_600_000
-DAY_MS = 24 * HOUR_MS
 WEEK_MS = 7 * DAY_MS
 START_MS = 1_430_622_000_000  # 2015-05-03 03:00 UTC
 END_MS = START_MS + 138 * DAY_MS  # 2015-09-18 03:00 UTC
@@ -251,30 +251,28 @@ def _catalogue(rng: np.random.Generator, n_items: int, scale: float, n_cat: int)
 def _segment_rank(groups: np.ndarray, key: np.ndarray) -> np.ndarray:
     """Rank (0, 1, ...) of each element by ``key`` within its group."""
     order = np.lexsort((key, groups))
-    ordered = groups[order]
     rank = np.empty(len(key), dtype=np.int64)
-    rank[order] = np.arange(len(key)) - np.searchsorted(ordered, ordered)
+    rank[order] = rank_in_runs(groups[order])
     return rank
 
 
-def _siblings(parents: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Categories grouped by parent: order, position of each category, group bounds."""
+def _siblings(parents: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Categories grouped by parent: order and the group bounds of each category."""
     by_parent = np.lexsort((np.arange(len(parents)), parents))
     group = parents[by_parent]
     where = np.empty(len(parents), dtype=np.int64)
     where[by_parent] = np.arange(len(parents))
     start = np.searchsorted(group, group, side="left")[where]
     end = np.searchsorted(group, group, side="right")[where]
-    return by_parent, where, start, end
+    return by_parent, start, end
 
 
 def _sample_times(rng: np.random.Generator, n: int) -> np.ndarray:
     """Times with the real hour-of-day (peak 00-04 UTC) and weekday (Tuesday) pattern."""
     hours = START_MS + HOUR_MS * np.arange((END_MS - START_MS) // HOUR_MS, dtype=np.int64)
     hour_of_day = (hours // HOUR_MS) % 24
-    weekday = (hours // DAY_MS + 3) % 7  # 1970-01-01 was a Thursday; Monday = 0
-    weekday_profile = np.array([1.02, 1.14, 1.02, 0.98, 0.92, 0.88, 0.96])
-    w = (1 + 0.45 * np.cos(2 * np.pi * (hour_of_day - 2) / 24)) * weekday_profile[weekday]
+    weekday_profile = np.array([1.02, 1.14, 1.02, 0.98, 0.92, 0.88, 0.96])  # Monday first
+    w = (1 + 0.45 * np.cos(2 * np.pi * (hour_of_day - 2) / 24)) * weekday_profile[weekday(hours)]
     picked = rng.choice(len(hours), n, p=w / w.sum())
     return hours[picked] + rng.integers(0, HOUR_MS, n)
 
@@ -286,7 +284,7 @@ def _preferences(
     n_cat = len(parents)
     first = rng.choice(n_cat, n, p=cat.cat_pop)
     # sibling draw: categories grouped by parent, choose within the group by popularity
-    by_parent, _, group_start, group_end = _siblings(parents)
+    by_parent, group_start, group_end = _siblings(parents)
     cum = np.concatenate([[0.0], np.cumsum(cat.cat_pop[by_parent])])
     first2 = np.repeat(first, 2)
     lo, hi = cum[group_start[first2]], cum[group_end[first2]]
@@ -541,7 +539,7 @@ def _property_log(rng: np.random.Generator, cat: _Catalogue, parents: np.ndarray
     for _ in range(60):
         lam = (lo + hi) / 2
         lo, hi = (lam, hi) if (1 - np.exp(-lam * optional_p)).sum() < n_optional else (lo, lam)
-    by_parent, _, group_start, group_end = _siblings(parents)
+    by_parent, group_start, group_end = _siblings(parents)
 
     def code(prop: np.ndarray) -> np.ndarray:
         h = prop - 2

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Self
 
 import numpy as np
 
@@ -12,20 +12,38 @@ if TYPE_CHECKING:
     from recsys.interactions import TrainingData
 
 
-def _constant_bundle(
-    data: TrainingData, name: str, policy: str, window_days: int, extra: dict | None = None
-) -> Bundle:
-    # dimension-1 zero vectors: every model score is 0, so rankings fall back to popularity
-    return make_bundle(
-        data,
-        item_vectors=np.zeros((len(data.item_ids), 1), dtype=np.float32),
-        user_vectors=np.zeros((len(data.user_ids), 1), dtype=np.float32),
-        popularity_window_days=window_days,
-        metadata={"model": name, "policy": policy, "params": extra or {}},
-    )
+class _ConstantModel:
+    """A model with nothing to learn: every model score is 0, the serving policy ranks."""
+
+    #: short identifier (metadata, MLflow, result tables)
+    name: str
+    #: serving policy named in the bundle's metadata
+    policy: str
+
+    def __init__(self, window_days: int = 14) -> None:
+        self.window_days = window_days
+
+    def fit(self, data: TrainingData) -> Self:
+        """Nothing to learn: everything is computed when the bundle is built."""
+        return self
+
+    def to_bundle(self, data: TrainingData) -> Bundle:
+        """Bundle served with policy :attr:`policy`."""
+        # dimension-1 zero vectors: every model score is 0, so rankings fall back to popularity
+        return make_bundle(
+            data,
+            item_vectors=np.zeros((len(data.item_ids), 1), dtype=np.float32),
+            user_vectors=np.zeros((len(data.user_ids), 1), dtype=np.float32),
+            popularity_window_days=self.window_days,
+            metadata={
+                "model": self.name,
+                "policy": self.policy,
+                "params": {"window_days": self.window_days},
+            },
+        )
 
 
-class PopularityModel:
+class PopularityModel(_ConstantModel):
     """Most popular items of the last ``window_days`` (event-weighted), for everyone.
 
     Parameters
@@ -35,22 +53,10 @@ class PopularityModel:
     """
 
     name = "popular"
-
-    def __init__(self, window_days: int = 14) -> None:
-        self.window_days = window_days
-
-    def fit(self, data: TrainingData) -> PopularityModel:
-        """Nothing to learn: the ranking is computed when the bundle is built."""
-        return self
-
-    def to_bundle(self, data: TrainingData) -> Bundle:
-        """Bundle served with policy ``"popular"``."""
-        return _constant_bundle(
-            data, self.name, "popular", self.window_days, {"window_days": self.window_days}
-        )
+    policy = "popular"
 
 
-class RecentViewsModel:
+class RecentViewsModel(_ConstantModel):
     """The visitor's own recently viewed / carted items (not bought), padded with popular ones.
 
     Parameters
@@ -60,16 +66,4 @@ class RecentViewsModel:
     """
 
     name = "recent"
-
-    def __init__(self, window_days: int = 14) -> None:
-        self.window_days = window_days
-
-    def fit(self, data: TrainingData) -> RecentViewsModel:
-        """Nothing to learn: histories are extracted when the bundle is built."""
-        return self
-
-    def to_bundle(self, data: TrainingData) -> Bundle:
-        """Bundle served with policy ``"recent"``."""
-        return _constant_bundle(
-            data, self.name, "recent", self.window_days, {"window_days": self.window_days}
-        )
+    policy = "recent"

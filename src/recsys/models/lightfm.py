@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from recsys.bundle import Bundle, make_bundle
+from recsys.serving import DEFAULT_POLICY
 
 if TYPE_CHECKING:
     from recsys.interactions import TrainingData
@@ -136,7 +137,7 @@ class LightFMModel:
         features = data.item_features
         if features is None or features.shape[1] == 0:
             return None  # LightFM then uses one identity feature per item
-        return features.tocsr().astype(np.float32)
+        return features.tocsr().astype(np.float32, copy=False)
 
     def item_vectors(self, data: TrainingData) -> np.ndarray:
         """``[item_features @ item_embeddings, item_features @ item_biases]`` as float32."""
@@ -153,14 +154,14 @@ class LightFMModel:
         return np.hstack([embeddings, np.ones((len(embeddings), 1))]).astype(np.float32)
 
     def to_bundle(self, data: TrainingData) -> Bundle:
-        """Servable bundle; the default serving policy is ``"blend"``."""
+        """Servable bundle; the default serving policy is :data:`~recsys.serving.DEFAULT_POLICY`."""
         return make_bundle(
             data,
             item_vectors=self.item_vectors(data),
             user_vectors=self.user_vectors(),
             metadata={
                 "model": self.name,
-                "policy": "blend",
+                "policy": DEFAULT_POLICY,
                 "params": self.params,
                 "epochs_trained": self.epochs_done,
             },

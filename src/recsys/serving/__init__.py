@@ -51,8 +51,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from recsys.arrays import index_of, rank_in_runs
 from recsys.bundle import Bundle
-from recsys.serving.index import ClusterIndex, exact_scores, rank_in_runs
+from recsys.serving.index import ClusterIndex, exact_scores
 
 POLICIES = ("model", "popular", "recent", "blend")
 #: policy served when a bundle's metadata names none
@@ -90,15 +91,6 @@ class Recommendation:
 
 
 # ---------------------------------------------------------------------------- small helpers
-
-
-def _positions(sorted_ids: np.ndarray, ids: np.ndarray) -> np.ndarray:
-    """Positions of ``ids`` in ascending ``sorted_ids``, -1 where absent."""
-    ids = np.asarray(ids, dtype=np.int64)
-    if len(sorted_ids) == 0:
-        return np.full(ids.shape, -1, dtype=np.int64)
-    pos = np.minimum(np.searchsorted(sorted_ids, ids), len(sorted_ids) - 1)
-    return np.where(sorted_ids[pos] == ids, pos, -1).astype(np.int64)
 
 
 def _csr_rows(indptr: np.ndarray, values: np.ndarray, rows: np.ndarray):
@@ -667,7 +659,7 @@ class Recommender:
         bought = b.bought(user).astype(np.int64) if user >= 0 else _EMPTY
         sess = _EMPTY
         if len(session_items):
-            sess = _positions(b.item_ids, np.asarray(session_items, dtype=np.int64)[::-1])
+            sess = index_of(b.item_ids, np.asarray(session_items, dtype=np.int64)[::-1])
             sess = sess[sess >= 0]
         hist = stored
         if len(sess):
@@ -675,7 +667,7 @@ class Recommender:
             _, first = np.unique(hist, return_index=True)
             hist = hist[np.sort(first)]  # dedup, most recent first
         if len(session_bought):
-            sold = _positions(b.item_ids, np.asarray(session_bought, dtype=np.int64))
+            sold = index_of(b.item_ids, np.asarray(session_bought, dtype=np.int64))
             bought = np.concatenate([bought, sold[sold >= 0]])
 
         w: np.ndarray | None
@@ -759,7 +751,7 @@ class Recommender:
 
     def _recommend_batch(self, user_ids: np.ndarray, k: int, chunk: int) -> np.ndarray:
         b = self.bundle
-        users = _positions(b.user_ids, user_ids)
+        users = index_of(b.user_ids, user_ids)
         result = np.full((len(users), k), -1, dtype=np.int64)
         cold = np.flatnonzero(users < 0)
         pad = b.item_ids[self._popular[:k]]

@@ -6,6 +6,8 @@ import math
 
 import numpy as np
 
+from recsys.arrays import rank_in_runs
+
 #: grid points of the per-cluster bound table
 _GRID = 33
 
@@ -28,15 +30,6 @@ def exact_scores(w: np.ndarray, vectors: np.ndarray) -> np.ndarray:
     """Dot products of ``w`` (one vector or a batch) with ``vectors`` in float64, summed in
     :func:`tree_sum` order: the canonical scores, the same bits whatever the batch shape."""
     return tree_sum(w.astype(np.float64) * vectors.astype(np.float64))
-
-
-def rank_in_runs(rows: np.ndarray) -> np.ndarray:
-    """0, 1, 2, ... within each run of equal values of a sorted ``rows`` array."""
-    if len(rows) == 0:
-        return np.zeros(0, dtype=np.int64)
-    starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]])
-    lengths = np.diff(np.r_[starts, len(rows)])
-    return np.arange(len(rows)) - np.repeat(starts, lengths)
 
 
 def _nearest(points: np.ndarray, centers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

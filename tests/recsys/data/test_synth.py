@@ -12,12 +12,19 @@ import pytest
 from recsys import columns as C
 from recsys.data.load import Dataset, load_dataset
 from recsys.data.profile import profile_dataset
-from recsys.data.synth import END_MS, N_SNAPSHOTS, SNAPSHOTS_MS, START_MS, synthesize
+from recsys.data.synth import (
+    DAY_MS,
+    DUPLICATE_EVENTS,
+    END_MS,
+    N_SNAPSHOTS,
+    SNAPSHOTS_MS,
+    START_MS,
+    synthesize,
+)
 from recsys.exceptions import ConfigurationError
 
 #: large enough that the last week holds ~90 add-to-cart visitors (~40 returning ones)
 SIGNAL_SCALE = 0.05
-DAY_MS = 86_400_000
 NUMBER = r"n\d+\.\d{3}"
 HASHED_VALUE = re.compile(rf"^({NUMBER}|\d+)( ({NUMBER}|\d+))*$")
 
@@ -192,7 +199,7 @@ def test_profile_matches_the_real_figures_at_small_scale(signal_data) -> None:
     assert t["first_utc"].startswith("2015-05-03T03:") and t["last_utc"].startswith("2015-09-18T0")
     assert t["days"] == pytest.approx(138, abs=0.5)
     assert t["busiest_weekday"] == "Tuesday" and 0 <= t["peak_hour_utc"] <= 4
-    assert profile["duplicates_dropped"][C.EVENTS_FILE] >= round(460 * scale)
+    assert profile["duplicates_dropped"][C.EVENTS_FILE] >= round(DUPLICATE_EVENTS * scale)
 
 
 # --------------------------------------------------------------------------- signal

@@ -9,20 +9,19 @@ for most visitors; every model must respect the serving rules whatever ``k``.
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
 from scipy import sparse
 
 from recsys import columns as C
-from recsys.interactions import TrainingData
+from recsys.interactions import DEFAULT_EVENT_WEIGHTS, TrainingData, build_interactions
 from recsys.models import Model, PopularityModel, RecentViewsModel
 from recsys.models.lightfm import LightFMModel
 from recsys.serving import Recommender
+from tests.helpers import make_events
 
 GROUP_SIZE = 6
 N_USERS = 60
 UNAVAILABLE_ITEM = 999
-WEIGHTS = {C.VIEW: 1.0, C.ADDTOCART: 5.0, C.PURCHASE: 10.0}
 
 
 def checkerboard() -> tuple[TrainingData, dict[int, int], dict[int, int]]:
@@ -45,36 +44,16 @@ def checkerboard() -> tuple[TrainingData, dict[int, int], dict[int, int]]:
             rows.append((t, user, C.ADDTOCART, bought[user]))
             rows.append((t + 1, user, C.PURCHASE, bought[user]))
             t += 1000
-    events = pd.DataFrame(rows, columns=[C.TIMESTAMP, C.VISITOR, C.EVENT, C.ITEM])
-    events[C.EVENT] = pd.Categorical(events[C.EVENT], categories=list(C.EVENT_TYPES))
-    events[C.TRANSACTION] = pd.array(
-        np.where(events[C.EVENT] == C.PURCHASE, np.arange(len(events)), 0), dtype="Int64"
-    )
-    events.loc[events[C.EVENT] != C.PURCHASE, C.TRANSACTION] = pd.NA
-    events[C.DATETIME] = pd.to_datetime(events[C.TIMESTAMP], unit="ms", utc=True).astype(
-        "datetime64[ms, UTC]"
-    )
-    events = events[[C.TIMESTAMP, C.VISITOR, C.EVENT, C.ITEM, C.TRANSACTION, C.DATETIME]]
-
+    events = make_events(rows)
     user_ids = np.unique(events[C.VISITOR].to_numpy())
     item_ids = np.unique(events[C.ITEM].to_numpy())
-    weights = events[C.EVENT].map(WEIGHTS).to_numpy(dtype=np.float32)
-    interactions = sparse.coo_matrix(
-        (
-            weights,
-            (
-                np.searchsorted(user_ids, events[C.VISITOR].to_numpy()),
-                np.searchsorted(item_ids, events[C.ITEM].to_numpy()),
-            ),
-        ),
-        shape=(len(user_ids), len(item_ids)),
-    ).tocsr()
+    interactions = build_interactions(events, user_ids, item_ids, DEFAULT_EVENT_WEIGHTS)
     category = np.where(item_ids == UNAVAILABLE_ITEM, -1, (item_ids - 100) // 10)
     data = TrainingData(
         cutoff_ms=int(t + 1),
         user_ids=user_ids,
         item_ids=item_ids,
-        interactions=interactions.astype(np.float32),
+        interactions=interactions,
         item_features=sparse.identity(len(item_ids), dtype=np.float32, format="csr"),
         feature_names=[f"item:{i}" for i in item_ids],
         item_category=category.astype(np.int64),
@@ -149,13 +128,28 @@ def test_personalised_model_recovers_the_withheld_item(board, seed) -> None:
     for policy in ("model", "blend"):
         top = Recommender(bundle, policy=policy).recommend_batch(data.user_ids, GROUP_SIZE)
         hits = [withheld[int(u)] in row for u, row in zip(data.user_ids, top, strict=True)]
+        # measured: 60/60 under both policies for every seed 0..19 (lightfm-next 1.19, 1 thread);
+        # 0.9 tolerates a few misses from a LightFM/BLAS change, and stays far above the
+        # 31/60 of the popularity baseline (see the next test)
         assert np.mean(hits) >= 0.9, (policy, np.mean(hits))
 
 
 def test_baselines_do_not_recover_it_as_often(board) -> None:
     """The checkerboard is not trivial: ignoring the visitor's group does much worse."""
-    data, withheld, _ = board
+    data, withheld, bought = board
     bundle = PopularityModel().fit(data).to_bundle(data)
     top = Recommender(bundle, policy="popular").recommend_batch(data.user_ids, GROUP_SIZE)
     hits = [withheld[int(u)] in row for u, row in zip(data.user_ids, top, strict=True)]
-    assert np.mean(hits) <= 0.6
+    # Deterministic, from the construction: each in-group item is viewed by the 25 of its
+    # group's 30 visitors who do not withhold it; of the 12 buyers (cart 5 + purchase 10),
+    # 5 per group buy the group's first item and 1 its second. So 100 and 110 weigh
+    # 25 + 5 * 15 = 100, 101 and 111 weigh 25 + 15 = 40 and the 8 others 25 (ties by
+    # position); 999 (60 views) is unavailable. Popular top 6 = 100 110 101 111 102 103,
+    # with the bought item replaced by 104 for buyers.
+    ranking = [100, 110, 101, 111, 102, 103, 104]
+    expected = [
+        withheld[user] in [i for i in ranking if i != bought.get(user)][:GROUP_SIZE]
+        for user in range(1, N_USERS + 1)
+    ]
+    assert sum(expected) == 31  # vs 60/60 for LightFM above
+    assert hits == expected

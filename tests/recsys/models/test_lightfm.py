@@ -8,7 +8,7 @@ import pytest
 from scipy import sparse
 
 from recsys import columns as C
-from recsys.interactions import TrainingData
+from recsys.interactions import DEFAULT_EVENT_WEIGHTS, TrainingData, build_interactions
 from recsys.models.lightfm import LightFMModel
 
 
@@ -33,14 +33,7 @@ def data() -> TrainingData:
         "datetime64[ms, UTC]"
     )
     users, items = np.unique(events[C.VISITOR]), np.unique(events[C.ITEM])
-    weight = events[C.EVENT].map({C.VIEW: 1.0, C.ADDTOCART: 5.0, C.PURCHASE: 10.0})
-    interactions = sparse.coo_matrix(
-        (
-            weight.to_numpy(dtype=np.float32),
-            (np.searchsorted(users, events[C.VISITOR]), np.searchsorted(items, events[C.ITEM])),
-        ),
-        shape=(len(users), len(items)),
-    ).tocsr()
+    interactions = build_interactions(events, users, items, DEFAULT_EVENT_WEIGHTS)
     # identity + one category feature per item, rows L2-normalised as LightFM expects
     n_items = len(items)
     features = sparse.hstack(
@@ -53,7 +46,7 @@ def data() -> TrainingData:
         cutoff_ms=2_000_001,
         user_ids=users,
         item_ids=items,
-        interactions=interactions.astype(np.float32),
+        interactions=interactions,
         item_features=sparse.csr_matrix(features, dtype=np.float32),
         feature_names=[f"item:{i}" for i in items] + ["cat:0", "cat:1"],
         item_category=(items % 2).astype(np.int64),

@@ -1,0 +1,59 @@
+"""Builders shared by the tests: event and property frames shaped like the loaders' output.
+
+Import as ``from tests.helpers import ...`` (pytest puts the repository root on ``sys.path``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from recsys.columns import (
+    DATETIME,
+    EVENT,
+    EVENT_TYPES,
+    ITEM,
+    PROPERTY,
+    PURCHASE,
+    TIMESTAMP,
+    TRANSACTION,
+    VALUE,
+    VISITOR,
+)
+
+T0 = 1_431_226_800_000  # 2015-05-10 03:00 UTC
+DAY = 86_400_000
+WEEK = 7 * DAY
+
+
+def make_events(rows: list[tuple[int, int, str, int]]) -> pd.DataFrame:
+    """Events frame with the dtypes of ``load_events`` from (timestamp, visitor, event, item).
+
+    Each purchase gets the row's position as transaction id (others NA); rows are sorted by
+    (timestamp, visitor, item), stable, with a fresh index, as ``load_events`` returns them.
+    """
+    frame = pd.DataFrame(rows, columns=[TIMESTAMP, VISITOR, EVENT, ITEM]).astype(
+        {TIMESTAMP: "int64", VISITOR: "int64", ITEM: "int64"}
+    )
+    frame[EVENT] = pd.Categorical(frame[EVENT], categories=list(EVENT_TYPES))
+    transaction = np.where(frame[EVENT] == PURCHASE, np.arange(len(frame)), -1)
+    frame.insert(4, TRANSACTION, pd.Series(transaction, dtype="Int64").mask(transaction < 0))
+    frame[DATETIME] = pd.to_datetime(frame[TIMESTAMP], unit="ms", utc=True).astype(
+        "datetime64[ms, UTC]"
+    )
+    return frame.sort_values([TIMESTAMP, VISITOR, ITEM], kind="stable").reset_index(drop=True)
+
+
+def make_properties(
+    rows: list[tuple[int, int, str, str]], categorical: bool = False
+) -> pd.DataFrame:
+    """Item-properties frame from (timestamp, item, property, value) rows.
+
+    ``categorical`` stores the property column as a pandas category.
+    """
+    frame = pd.DataFrame(rows, columns=[TIMESTAMP, ITEM, PROPERTY, VALUE]).astype(
+        {TIMESTAMP: "int64", ITEM: "int64", PROPERTY: "str", VALUE: "str"}
+    )
+    if categorical:
+        frame[PROPERTY] = frame[PROPERTY].astype("category")
+    return frame
