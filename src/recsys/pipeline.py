@@ -95,7 +95,8 @@ class PipelineResult:
     params: dict[str, Any]
     #: rows: (model, target, segment); columns: metrics
     results: pd.DataFrame
-    #: the champion's gate metrics re-scored on this run's holdout (None: there was none)
+    #: the champion's gate metrics re-scored on this run's holdout (None: there was none, or it
+    #: was trained on part of this holdout and was not re-scored)
     champion_score: tuple[float, ...] | None
 
 
@@ -114,7 +115,7 @@ def lightfm_policies(bundle: Bundle) -> dict[str, Recommender]:
 def baseline_policies(data: TrainingData, window_days: int) -> dict[str, Recommender]:
     """Popularity (recent, add-to-cart weighted) and "recently viewed by this visitor"."""
     popular = PopularityModel(window_days=window_days).fit(data).to_bundle(data)
-    recent = RecentViewsModel().fit(data).to_bundle(data)
+    recent = RecentViewsModel(window_days=window_days).fit(data).to_bundle(data)
     return {
         "popular": Recommender(popular, policy="popular"),
         "recent": Recommender(recent, policy="recent"),
@@ -177,13 +178,16 @@ def _fit_lightfm(
     data: TrainingData,
     params: dict[str, Any],
     seed: int,
+    popularity_window_days: int,
     on_epoch: Callable[[int, LightFMModel], None] | None = None,
     progress: bool = False,
 ) -> LightFMModel:
     params = dict(params)
     params.pop("recent_slots", None)  # a serving knob, not LightFM's
     epochs = int(params.pop("epochs"))
-    model = LightFMModel(epochs=epochs, random_state=seed, **params)
+    model = LightFMModel(
+        epochs=epochs, random_state=seed, popularity_window_days=popularity_window_days, **params
+    )
     bar = tqdm(total=epochs, desc="LightFM epochs", disable=not progress, leave=False)
 
     def callback(epoch: int, m: LightFMModel) -> None:
@@ -238,7 +242,7 @@ def tune(
         params = cfg.lightfm if trial.number == 0 else _suggest(trial, cfg.lightfm)
         with mlflow.start_run(run_name=f"trial-{trial.number}", nested=True):
             mlflow.log_params(params)
-            model = _fit_lightfm(data, params, cfg.seed)
+            model = _fit_lightfm(data, params, cfg.seed, cfg.popularity_window_days)
             recs = lightfm_policies(_served_bundle(model, data, params))
             table = score_policies(recs, targets, cfg.k)
             scores = {n: headline(table, n) for n in recs}
@@ -380,7 +384,14 @@ def run_pipeline(cfg: PipelineConfig, settings: Settings | None = None) -> Pipel
                 "curve_holdout_precision_at_5", headline(table, "lightfm"), step=epoch
             )
 
-        lfm = _fit_lightfm(data, params, cfg.seed, on_epoch=curve, progress=cfg.progress)
+        lfm = _fit_lightfm(
+            data,
+            params,
+            cfg.seed,
+            cfg.popularity_window_days,
+            on_epoch=curve,
+            progress=cfg.progress,
+        )
         bundle = last[0] if last else _served_bundle(lfm, data, params)
         recommenders = {
             **baseline_policies(data, cfg.popularity_window_days),
@@ -414,9 +425,16 @@ def run_pipeline(cfg: PipelineConfig, settings: Settings | None = None) -> Pipel
             version = log_bundle_model(Path(tmp) / "bundle", settings.model_name)
 
         champion = _champion_bundle(client, settings)
-        champion_score = None if champion is None else _rescore(champion, targets, cfg.k)
+        unjudged = _trained_on_holdout(champion, split.holdout_start_ms)
+        champion_score = None
+        if champion is not None and unjudged is None:
+            champion_score = _rescore(champion, targets, cfg.k)
         baselines = {name: gate_score(results, name) for name in ("popular", "recent")}
-        decision = gate(candidate, champion_score, baselines, GATE_METRICS)
+        decision = (
+            GateDecision(False, unjudged)
+            if unjudged is not None
+            else gate(candidate, champion_score, baselines, GATE_METRICS)
+        )
         alias = CHAMPION_ALIAS if decision.promote else CHALLENGER_ALIAS
         client.set_registered_model_alias(settings.model_name, alias, version)
         client.set_model_version_tag(settings.model_name, version, "gate", decision.reason)
@@ -452,6 +470,23 @@ def _champion_bundle(client: Any, settings: Settings) -> Bundle | None:
         settings.resolved_tracking_uri,
     )
     return Bundle.load(path)
+
+
+def _trained_on_holdout(champion: Bundle | None, holdout_start_ms: int) -> str | None:
+    """Why the champion cannot be judged on this holdout, or None if it can.
+
+    A champion whose training cutoff is after the holdout start learned from part of the
+    holdout: its metrics there would be inflated, so it is kept without a comparison.
+    """
+    cutoff = None if champion is None else champion.metadata.get("cutoff_ms")
+    if cutoff is None or int(cutoff) <= holdout_start_ms:
+        return None
+    reason = (
+        f"champion kept without comparison: it was trained on data up to {int(cutoff)}, "
+        f"after this holdout's start {holdout_start_ms}, so its holdout metrics are inflated"
+    )
+    log.warning(reason)
+    return reason
 
 
 def _rescore(champion: Bundle, targets: dict[str, pd.DataFrame], k: int) -> tuple[float, ...]:

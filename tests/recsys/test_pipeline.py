@@ -75,6 +75,29 @@ def test_worse_model_is_challenger_with_reason(store: dict) -> None:
     assert tag == second.decision.reason
 
 
+def test_champion_trained_on_this_holdout_is_kept_without_comparison(store: dict) -> None:
+    """A longer holdout starts before the champion's cutoff: its metrics there are inflated."""
+    settings: Settings = store["settings"]
+    run = run_pipeline(
+        PipelineConfig(
+            data_dir=store["raw"],
+            holdout_days=8,  # the champion was trained up to the last 7 days
+            trials=0,
+            lightfm=dict(CRIPPLED),
+            progress=False,
+        ),
+        settings,
+    )
+    assert run.alias == "challenger"
+    assert run.champion_score is None
+    assert run.decision.reason.startswith("champion kept without comparison")
+    client = MlflowClient(settings.resolved_tracking_uri, settings.resolved_tracking_uri)
+    champion = client.get_model_version_by_alias(settings.model_name, "champion")
+    assert str(champion.version) == store["first"].model_version
+    tag = client.get_model_version(settings.model_name, run.model_version).tags["gate"]
+    assert tag == run.decision.reason
+
+
 def test_run_logs_metrics_plots_tuning_and_profile(store: dict) -> None:
     settings: Settings = store["settings"]
     client = MlflowClient(settings.resolved_tracking_uri)

@@ -37,6 +37,8 @@ class LightFMModel:
         Seed of the initialisation and sampling.
     max_weight : float or None
         Cap of the sample weights; None keeps them as they are.
+    popularity_window_days : int
+        Window of the bundle's popularity ranking (the served fallback and padding).
     """
 
     name = "lightfm"
@@ -52,6 +54,7 @@ class LightFMModel:
         num_threads: int = 2,
         random_state: int = 42,
         max_weight: float | None = 10.0,
+        popularity_window_days: int = 14,
     ) -> None:
         self.loss = loss
         self.no_components = no_components
@@ -62,6 +65,7 @@ class LightFMModel:
         self.num_threads = num_threads
         self.random_state = random_state
         self.max_weight = max_weight
+        self.popularity_window_days = popularity_window_days
         self.model: Any = None
         self.epochs_done = 0
 
@@ -159,6 +163,7 @@ class LightFMModel:
             data,
             item_vectors=self.item_vectors(data),
             user_vectors=self.user_vectors(),
+            popularity_window_days=self.popularity_window_days,
             metadata={
                 "model": self.name,
                 "policy": DEFAULT_POLICY,
