@@ -10,6 +10,7 @@ import pandas as pd
 
 from recsys.columns import (
     DATETIME,
+    DAY_MS,
     EVENT,
     EVENT_TYPES,
     ITEM,
@@ -22,7 +23,7 @@ from recsys.columns import (
 )
 
 T0 = 1_431_226_800_000  # 2015-05-10 03:00 UTC
-DAY = 86_400_000
+DAY = DAY_MS
 WEEK = 7 * DAY
 
 
