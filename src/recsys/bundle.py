@@ -25,6 +25,8 @@ if TYPE_CHECKING:  # the builders need pandas; loading and serving a bundle must
 
 ARRAYS_FILE = "arrays.npz"
 METADATA_FILE = "metadata.json"
+#: most recent distinct items kept per visitor (bundle history and the service's online one)
+HISTORY_CAP = 50
 
 #: array fields and the dtype each is stored with
 _DTYPES: dict[str, type] = {
@@ -284,7 +286,7 @@ def popularity_ranking(data: TrainingData, window_days: int = 14) -> np.ndarray:
 
 
 def user_item_lists(
-    data: TrainingData, history_cap: int = 50
+    data: TrainingData, history_cap: int = HISTORY_CAP
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Per-user history (viewed / carted, most recent first) and bought lists as CSR arrays.
 
@@ -339,7 +341,7 @@ def make_bundle(
     item_vectors: np.ndarray,
     user_vectors: np.ndarray,
     popularity_window_days: int = 14,
-    history_cap: int = 50,
+    history_cap: int = HISTORY_CAP,
     metadata: dict[str, Any] | None = None,
 ) -> Bundle:
     """Assemble a :class:`Bundle` from training data and a model's exported vectors.

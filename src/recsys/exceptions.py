@@ -35,8 +35,8 @@ class DataValidationError(RecsysError):
         super().__init__(f"{where}: {message}" if where else message)
 
 
-class ConfigurationError(RecsysError):
-    """A setting or parameter has an invalid value."""
+class ConfigurationError(RecsysError, ValueError):
+    """A setting or parameter has an invalid value (also a ``ValueError``)."""
 
 
 class ModelNotFoundError(RecsysError):
