@@ -17,7 +17,7 @@ DATA_DIR ?= var/demo/raw
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: help install demo test lint format typecheck lock mlflow-ui clean
+.PHONY: help install demo test test-fast lint format typecheck lock mlflow-ui clean
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -44,6 +44,9 @@ demo: install ## Synthetic data -> store -> train + register champion -> service
 
 test: lint typecheck ## Lint, type-check and run the whole test suite (needs PostgreSQL on 127.0.0.1:5432)
 	$(PY) -m pytest
+
+test-fast: install ## The edit-test loop: every test not marked slow, doctests included (< 30 s)
+	$(PY) -m pytest -q -m "not slow"
 
 lint: install ## ruff lint + format check
 	$(VENV)/bin/ruff check src tests fastapi_service benchmarks

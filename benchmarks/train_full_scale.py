@@ -20,9 +20,11 @@ from pathlib import Path
 
 import mlflow
 
+from recsys.bundle import serving_lists
 from recsys.config import Settings
 from recsys.data import load_dataset
 from recsys.data.synth import synthesize
+from recsys.evaluation import score_policies, window_targets
 from recsys.interactions import (
     DEFAULT_EVENT_WEIGHTS,
     build_interactions,
@@ -31,7 +33,6 @@ from recsys.interactions import (
 )
 from recsys.models.baselines import PopularityModel, RecentViewsModel
 from recsys.models.lightfm import LightFMModel
-from recsys.pipeline import score_policies, window_targets
 from recsys.serving import Recommender
 from recsys.split import make_split
 from recsys.tracking import configure
@@ -97,13 +98,14 @@ def main() -> None:
     with stage(times, "LightFM fit"):
         model.fit(data)
     with stage(times, "export bundle"):
-        bundle = model.to_bundle(data)
+        lists = serving_lists(data)
+        bundle = model.to_bundle(data, lists)
         bundle.metadata.update(policy="blend", model_version="bench")
     targets = window_targets(events, data.user_ids, split.holdout_start_ms, split.end_ms)
     with stage(times, "baselines: popular + recently viewed"):
         baselines = {
-            "popular": PopularityModel().fit(data).to_bundle(data),
-            "recent": RecentViewsModel().fit(data).to_bundle(data),
+            "popular": PopularityModel().fit(data).to_bundle(data, lists),
+            "recent": RecentViewsModel().fit(data).to_bundle(data, lists),
         }
     policies = {
         "popular": Recommender(baselines["popular"], "popular"),
@@ -112,7 +114,7 @@ def main() -> None:
         "lightfm+recent": Recommender(bundle, "blend"),
     }
     with stage(times, "evaluate 4 policies (both targets, 3 segments)"):
-        results = score_policies(policies, targets, 5)
+        results = score_policies(policies, targets, 5, len(data.item_ids))
     with stage(times, "precompute served answers (top-10 per known visitor)"):
         Recommender(bundle, "blend").attach_precomputed(10)
         bundle.save(args.bundle_out)

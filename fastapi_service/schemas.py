@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
 
 from recsys import columns as C
-from recsys.data.load import MAX_TIMESTAMP_MS, MIN_TIMESTAMP_MS
+from recsys.data.schema import MAX_TIMESTAMP_MS, MIN_TIMESTAMP_MS
 
 #: ids are stored as int64; larger numbers would overflow numpy and the database
 MAX_ID = 2**63 - 1

@@ -11,13 +11,11 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from tests.helpers import TINY_SCALE
+
 #: the PostgreSQL server the tests talk to (trust auth, database ``test``)
 PG_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-
-
-#: seconds to make, and enough returning visitors in the holdout for a stable headline metric
-TINY_SCALE = 0.05
 
 
 @pytest.fixture(scope="session")

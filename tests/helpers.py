@@ -22,6 +22,9 @@ from recsys.columns import (
     VISITOR,
 )
 
+#: scale of the session's synthetic dataset (``tiny_raw``): seconds to make, and enough
+#: returning visitors in the holdout for a stable headline metric
+TINY_SCALE = 0.05
 T0 = 1_431_226_800_000  # 2015-05-10 03:00 UTC
 DAY = DAY_MS
 WEEK = 7 * DAY

@@ -254,8 +254,9 @@ def _csr(rows: np.ndarray, n_rows: int) -> np.ndarray:
 def popularity_ranking(data: TrainingData, window_days: int = 14) -> np.ndarray:
     """Item positions ranked by event-weighted popularity over the last ``window_days``.
 
-    Ties (and items without events in the window) are ordered by the all-time number of
-    events, then by position, so every item appears exactly once.
+    Events weigh as in the interactions (``data.event_weights``). Ties (and items without
+    events in the window) are ordered by the all-time number of events, then by position, so
+    every item appears exactly once.
 
     Parameters
     ----------
@@ -269,13 +270,13 @@ def popularity_ranking(data: TrainingData, window_days: int = 14) -> np.ndarray:
     numpy.ndarray
         int32 permutation of ``0..n_items-1``, most popular first.
     """
-    from recsys.interactions import DEFAULT_EVENT_WEIGHTS, _event_weights
+    from recsys.interactions import event_weight_array
 
     n_items = len(data.item_ids)
     events = data.events
     items = index_of(data.item_ids, events[ITEM].to_numpy(dtype=np.int64))
     ts = events[TIMESTAMP].to_numpy(dtype=np.int64)
-    weights = _event_weights(events, DEFAULT_EVENT_WEIGHTS)
+    weights = event_weight_array(events, data.event_weights)
     known = items >= 0
     recent = known & (ts >= data.cutoff_ms - window_days * DAY_MS)
     recent_weight = np.bincount(items[recent], weights=weights[recent], minlength=n_items)
@@ -336,12 +337,62 @@ def user_item_lists(
     )
 
 
+@dataclass(frozen=True)
+class ServingLists:
+    """The bundle arrays that depend on the training data but not on the model.
+
+    Built once per training data by :func:`serving_lists` and shared (read-only) by every
+    bundle made from that data: a learning curve exports a bundle after every epoch, and the
+    baselines and LightFM of one run share them.
+
+    Attributes
+    ----------
+    history_indptr, history_items, history_ts, bought_indptr, bought_items : numpy.ndarray
+        See :func:`user_item_lists`.
+    popular : numpy.ndarray
+        See :func:`popularity_ranking`.
+    popularity_window_days, history_cap : int
+        What they were built with (recorded in the bundle's metadata).
+    """
+
+    history_indptr: np.ndarray
+    history_items: np.ndarray
+    history_ts: np.ndarray
+    bought_indptr: np.ndarray
+    bought_items: np.ndarray
+    popular: np.ndarray
+    popularity_window_days: int
+    history_cap: int
+
+
+def serving_lists(
+    data: TrainingData, popularity_window_days: int = 14, history_cap: int = HISTORY_CAP
+) -> ServingLists:
+    """Histories, purchases and the popularity fallback of ``data`` (read-only arrays).
+
+    Parameters
+    ----------
+    data : TrainingData
+        Training data (its ``event_weights`` weigh the popularity).
+    popularity_window_days : int
+        Window of the fallback popularity ranking (see :func:`popularity_ranking`).
+    history_cap : int
+        Most recent distinct items kept per user.
+    """
+    arrays = (
+        *user_item_lists(data, history_cap),
+        popularity_ranking(data, popularity_window_days),
+    )
+    for array in arrays:
+        array.flags.writeable = False
+    return ServingLists(*arrays, popularity_window_days, history_cap)
+
+
 def make_bundle(
     data: TrainingData,
     item_vectors: np.ndarray,
     user_vectors: np.ndarray,
-    popularity_window_days: int = 14,
-    history_cap: int = HISTORY_CAP,
+    lists: ServingLists | None = None,
     metadata: dict[str, Any] | None = None,
 ) -> Bundle:
     """Assemble a :class:`Bundle` from training data and a model's exported vectors.
@@ -354,41 +405,23 @@ def make_bundle(
         (n_items, d + 1) with the item bias as the last column.
     user_vectors : numpy.ndarray
         (n_users, d + 1) with 1.0 as the last column.
-    popularity_window_days : int
-        Window of the fallback popularity ranking (see :func:`popularity_ranking`).
-    history_cap : int
-        Most recent distinct items kept per user.
-
-    Notes
-    -----
-    Popularity and history arrays depend only on ``data``: they are computed once per
-    ``TrainingData`` object and shared (read-only) by the bundles built from it.
+    lists : ServingLists, optional
+        :func:`serving_lists` of ``data``; computed with the defaults when omitted.
     metadata : dict, optional
-        Merged over the defaults (trained_at, cutoff_ms, popularity_window_days, history_cap).
+        Merged over the defaults (trained_at, cutoff_ms, popularity_window_days, history_cap,
+        sizes, data window).
 
     Returns
     -------
     Bundle
         Validated.
     """
-    # the data-derived arrays do not depend on the model: computed once per TrainingData
-    # object (a learning curve exports a bundle after every epoch), shared read-only
-    cache = data.__dict__.setdefault("_bundle_arrays_cache", {})
-    key = (popularity_window_days, history_cap)
-    if key not in cache:
-        arrays = (
-            *user_item_lists(data, history_cap),
-            popularity_ranking(data, popularity_window_days),
-        )
-        for array in arrays:
-            array.flags.writeable = False
-        cache[key] = arrays
-    history_indptr, history_items, history_ts, bought_indptr, bought_items, popular = cache[key]
+    lists = serving_lists(data) if lists is None else lists
     meta: dict[str, Any] = {
         "trained_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "cutoff_ms": int(data.cutoff_ms),
-        "popularity_window_days": popularity_window_days,
-        "history_cap": history_cap,
+        "popularity_window_days": lists.popularity_window_days,
+        "history_cap": lists.history_cap,
         "n_items": len(data.item_ids),
         "n_users": len(data.user_ids),
     }
@@ -401,18 +434,26 @@ def make_bundle(
         item_vectors=item_vectors,
         user_ids=data.user_ids,
         user_vectors=user_vectors,
-        popular=popular,
+        popular=lists.popular,
         item_category=data.item_category,
         item_available=data.item_available,
-        history_indptr=history_indptr,
-        history_items=history_items,
-        history_ts=history_ts,
-        bought_indptr=bought_indptr,
-        bought_items=bought_items,
+        history_indptr=lists.history_indptr,
+        history_items=lists.history_items,
+        history_ts=lists.history_ts,
+        bought_indptr=lists.bought_indptr,
+        bought_items=lists.bought_items,
         metadata=meta,
     )
     bundle.validate()
     return bundle
 
 
-__all__ = ["Bundle", "make_bundle", "popularity_ranking", "user_item_lists"]
+__all__ = [
+    "HISTORY_CAP",
+    "Bundle",
+    "ServingLists",
+    "make_bundle",
+    "popularity_ranking",
+    "serving_lists",
+    "user_item_lists",
+]

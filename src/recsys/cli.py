@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import pandas as pd
 import typer
@@ -18,6 +20,7 @@ from rich.table import Table
 
 from recsys.config import Settings
 from recsys.exceptions import RecsysError
+from recsys.pipeline.config import PipelineConfig
 
 app = typer.Typer(
     help="Add-to-cart product recommender (RetailRocket format).", no_args_is_help=True
@@ -32,9 +35,9 @@ console = Console(width=max(Console().width, 130))
 DirArg = Annotated[Path, typer.Argument(help="Folder with the RetailRocket CSV files.")]
 
 
-def _fail(exc: Exception) -> None:
-    console.print(f"[bold red]error:[/] {exc}")
-    raise typer.Exit(code=2) from exc
+def _fail(problem: Exception | str) -> NoReturn:
+    console.print(f"[bold red]error:[/] {problem}")
+    raise typer.Exit(code=2)
 
 
 @app.callback()
@@ -111,45 +114,58 @@ def profile(
         console.print(f"profile written to {json_out}")
 
 
+_DEFAULTS = PipelineConfig()
+
+
+def _help(field: str) -> str:
+    return PipelineConfig.model_fields[field].description or ""
+
+
 @app.command()
 def train(
-    data_dir: Annotated[Path, typer.Option(help="Folder with the RetailRocket CSV files.")] = Path(
-        "data/raw"
-    ),
-    db: Annotated[str | None, typer.Option(help="Read events from this event store URL.")] = None,
-    trials: Annotated[
-        int, typer.Option(min=0, help="Optuna trials (0 = defaults, no tuning).")
-    ] = 10,
-    timeout: Annotated[float, typer.Option(min=1, help="Tuning time budget in seconds.")] = 900,
-    holdout_days: Annotated[int, typer.Option(min=1)] = 7,
-    validation_days: Annotated[int, typer.Option(min=1)] = 7,
+    data_dir: Annotated[Path, typer.Option(help=_help("data_dir"))] = _DEFAULTS.data_dir,
+    db: Annotated[str | None, typer.Option(help=_help("db_url"))] = None,
+    trials: Annotated[int, typer.Option(help=_help("trials"))] = _DEFAULTS.trials,
+    timeout: Annotated[float | None, typer.Option(help=_help("timeout_s"))] = _DEFAULTS.timeout_s,
+    holdout_days: Annotated[int, typer.Option(help=_help("holdout_days"))] = _DEFAULTS.holdout_days,
+    validation_days: Annotated[
+        int, typer.Option(help=_help("validation_days"))
+    ] = _DEFAULTS.validation_days,
+    k: Annotated[int, typer.Option("--k", help=_help("k"))] = _DEFAULTS.k,
     epochs: Annotated[
-        int | None, typer.Option(min=1, help="LightFM epochs (untuned runs).")
+        int | None, typer.Option(help="LightFM epochs of untuned runs (default: 15).")
     ] = None,
-    components: Annotated[int | None, typer.Option(min=1, help="LightFM components.")] = None,
-    seed: Annotated[int, typer.Option()] = 42,
+    components: Annotated[
+        int | None, typer.Option(help="LightFM components of untuned runs (default: 64).")
+    ] = None,
+    seed: Annotated[int, typer.Option()] = _DEFAULTS.seed,
 ) -> None:
     """Train LightFM + baselines, evaluate on the time holdout, log, register, gate."""
-    from recsys.pipeline import PipelineConfig, run_pipeline
+    from pydantic import ValidationError
 
-    cfg = PipelineConfig(
-        data_dir=data_dir,
-        db_url=db,
-        trials=trials,
-        timeout_s=timeout,
-        holdout_days=holdout_days,
-        validation_days=validation_days,
-        seed=seed,
-    )
-    if epochs is not None:
-        cfg.lightfm["epochs"] = epochs
-    if components is not None:
-        cfg.lightfm["no_components"] = components
+    from recsys.pipeline import run_pipeline
+
+    lightfm = dict(_DEFAULTS.lightfm)
+    lightfm.update({"epochs": epochs} if epochs is not None else {})
+    lightfm.update({"no_components": components} if components is not None else {})
     try:
+        cfg = PipelineConfig(
+            data_dir=data_dir,
+            db_url=db,
+            trials=trials,
+            timeout_s=timeout,
+            holdout_days=holdout_days,
+            validation_days=validation_days,
+            k=k,
+            lightfm=lightfm,
+            seed=seed,
+        )
         result = run_pipeline(cfg)
+    except ValidationError as exc:
+        _fail("; ".join(f"--{'-'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
     except RecsysError as exc:
         _fail(exc)
-    console.print(results_table(result.results))
+    console.print(results_table(result.results, cfg.k))
     console.print(
         f"run [bold]{result.run_id}[/] -> {Settings().model_name} version "
         f"[bold]{result.model_version}[/] alias [bold]{result.alias}[/] (policy {result.policy})\n"
@@ -157,9 +173,9 @@ def train(
     )
 
 
-def results_table(results: pd.DataFrame) -> Table:
+def results_table(results: pd.DataFrame, k: int) -> Table:
     """The pipeline's results (model x target x segment) as a compact table."""
-    table = Table(title="Holdout results (time split; k=5)")
+    table = Table(title=f"Holdout results (time split; k={k})")
     for name in ("model", "target", "segment"):
         table.add_column(name, no_wrap=True)
     for name in results.columns:
@@ -173,18 +189,13 @@ def results_table(results: pd.DataFrame) -> Table:
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(envvar="RECSYS_HOST")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(min=1, max=65535, envvar="RECSYS_PORT")] = 8000,
+    port: Annotated[int, typer.Option(min=0, max=65535, envvar="RECSYS_PORT")] = 8000,
 ) -> None:
-    """Run the recommendation service (what the Docker image runs: python -m fastapi_service).
-
-    Every other setting comes from RECSYS_* variables (fastapi_service/settings.py).
-    """
-    import os
-
-    from fastapi_service.__main__ import main as run_service
-
+    """Run the recommendation service: an alias of ``recsys-api`` / ``python -m fastapi_service``
+    (the Docker image's command). Every other setting comes from RECSYS_* variables."""
+    # the service is its own program: replace this process rather than import the HTTP shell
     os.environ.update(RECSYS_HOST=host, RECSYS_PORT=str(port))
-    run_service()
+    os.execv(sys.executable, [sys.executable, "-m", "fastapi_service"])
 
 
 if __name__ == "__main__":

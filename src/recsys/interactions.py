@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -45,9 +45,24 @@ class TrainingData:
     item_category: np.ndarray
     item_available: np.ndarray
     events: pd.DataFrame
+    #: weight per event type the interactions were built with (popularity uses the same)
+    event_weights: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_EVENT_WEIGHTS))
 
 
-def _event_weights(events: pd.DataFrame, weights: Mapping[str, float]) -> np.ndarray:
+def event_weight_array(events: pd.DataFrame, weights: Mapping[str, float]) -> np.ndarray:
+    """The weight of every event row (float64); event types missing from ``weights`` weigh 0.
+
+    Raises
+    ------
+    ConfigurationError
+        If ``weights`` names an unknown event type or holds a negative weight.
+
+    Examples
+    --------
+    >>> events = pd.DataFrame({"event": ["view", "transaction", "addtocart"]})
+    >>> event_weight_array(events, {"view": 1.0, "addtocart": 5.0}).tolist()
+    [1.0, 0.0, 5.0]
+    """
     unknown = set(weights) - set(EVENT_TYPES)
     if unknown:
         raise ConfigurationError(f"unknown event types in weights: {sorted(unknown)}")
@@ -87,7 +102,7 @@ def build_interactions(
     # a hash lookup: binary search of millions of unsorted ids is cache-bound and ~10x slower
     rows = pd.Index(user_ids).get_indexer(events[VISITOR].to_numpy(dtype=np.int64))
     cols = pd.Index(item_ids).get_indexer(events[ITEM].to_numpy(dtype=np.int64))
-    values = _event_weights(events, weights)
+    values = event_weight_array(events, weights)
     keep = (rows >= 0) & (cols >= 0) & (values > 0)
     matrix = sparse.coo_matrix(
         (values[keep], (rows[keep], cols[keep])), shape=(len(user_ids), len(item_ids))
@@ -188,4 +203,5 @@ def prepare_training_data(
         item_category=item_category(item_ids, props, cutoff_ms),
         item_available=item_available(item_ids, props, cutoff_ms),
         events=train,
+        event_weights=dict(weights),
     )

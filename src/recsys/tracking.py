@@ -1,4 +1,4 @@
-"""MLflow tracking and registry: the bundle as a pyfunc model, the quality gate, model download.
+"""MLflow tracking and registry: the bundle as a pyfunc model, model download and cache.
 
 Only the MLflow client API is used here (``mlflow-skinny`` is enough), so the service can
 import this module to fetch the champion without LightFM or the full MLflow server.
@@ -10,7 +10,6 @@ import json
 import logging
 import shutil
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +53,8 @@ class BundleModel(PythonModel):
 
     def load_context(self, context: Any) -> None:
         from recsys.bundle import Bundle
-        from recsys.serving import DEFAULT_POLICY, Recommender
+        from recsys.names import DEFAULT_POLICY
+        from recsys.serving import Recommender
 
         bundle = Bundle.load(Path(context.artifacts[BUNDLE_ARTIFACT]))
         self.recommender = Recommender(bundle, policy=bundle.metadata.get("policy", DEFAULT_POLICY))
@@ -103,60 +103,6 @@ def log_bundle_model(bundle_dir: Path, model_name: str, name: str = "model") -> 
             pip_requirements=["mlflow-skinny==3.17.2", "numpy", "pandas", "pydantic-settings"],
         )
     return str(info.registered_model_version)
-
-
-@dataclass(frozen=True)
-class GateDecision:
-    """Outcome of the quality gate."""
-
-    promote: bool
-    reason: str
-
-
-def gate(
-    candidate: tuple[float, ...],
-    champion: tuple[float, ...] | None,
-    baselines: dict[str, tuple[float, ...]],
-    metrics: tuple[str, ...],
-) -> GateDecision:
-    """Promote only a model that beats the current champion and every baseline.
-
-    Scores are tuples compared in order: the headline metric decides, the next one breaks an
-    exact tie (small holdouts tie often on precision@5: hits are counts).
-
-    >>> gate((0.10, 0.2), (0.08, 0.3), {"popular": (0.05, 0.1)}, ("p@5", "ndcg@5")).promote
-    True
-    >>> gate((0.10, 0.2), (0.12, 0.1), {"popular": (0.05, 0.1)}, ("p@5", "ndcg@5")).reason
-    'p@5 0.1000 does not beat champion 0.1200'
-    >>> gate((0.10, 0.3), None, {"recent": (0.10, 0.2)}, ("p@5", "ndcg@5")).reason
-    'first model: p@5 0.1000 beats every baseline (ndcg@5 breaks a tie)'
-    >>> gate((0.10, 0.2), None, {"recent": (0.10, 0.2)}, ("p@5", "ndcg@5")).promote
-    False
-    """
-
-    def describe(other: tuple[float, ...], name: str) -> str:
-        return f"{metrics[0]} {candidate[0]:.4f} does not beat {name} {other[0]:.4f}" + (
-            f" ({', '.join(metrics[1:])} tie too)" if candidate[0] == other[0] else ""
-        )
-
-    def tie_note(others: list[tuple[float, ...]]) -> str:
-        return f" ({metrics[1]} breaks a tie)" if any(o[0] == candidate[0] for o in others) else ""
-
-    for name, value in baselines.items():
-        if not candidate > value:
-            return GateDecision(False, describe(value, f"baseline {name}"))
-    note = tie_note(list(baselines.values()))
-    if champion is None:
-        return GateDecision(
-            True, f"first model: {metrics[0]} {candidate[0]:.4f} beats every baseline{note}"
-        )
-    if not candidate > champion:
-        return GateDecision(False, describe(champion, "champion"))
-    note = tie_note([*baselines.values(), champion])
-    return GateDecision(
-        True,
-        f"{metrics[0]} {candidate[0]:.4f} beats champion {champion[0]:.4f} and every baseline{note}",
-    )
 
 
 def parse_model_uri(model_uri: str) -> tuple[str, str, str] | None:

@@ -10,10 +10,12 @@ import pytest
 from scipy import sparse
 
 from recsys import columns as C
-from recsys.bundle import ARRAYS_FILE, METADATA_FILE, Bundle, make_bundle
+from recsys.bundle import ARRAYS_FILE, METADATA_FILE, Bundle, make_bundle, serving_lists
 from recsys.exceptions import DataValidationError, ModelNotFoundError
 from recsys.interactions import TrainingData
 from tests.helpers import DAY, make_events
+
+pytestmark = pytest.mark.model
 
 CUTOFF = 20 * DAY
 
@@ -57,11 +59,17 @@ def training_data(events: list[tuple] = EVENTS) -> TrainingData:
     )
 
 
-def bundle_of(data: TrainingData, **kwargs) -> Bundle:
+def bundle_of(
+    data: TrainingData,
+    popularity_window_days: int = 14,
+    history_cap: int = 50,
+    metadata: dict | None = None,
+) -> Bundle:
     rng = np.random.default_rng(0)
     items = rng.normal(size=(len(data.item_ids), 3)).astype(np.float32)
     users = np.hstack([rng.normal(size=(len(data.user_ids), 2)), np.ones((3, 1))])
-    return make_bundle(data, items, users, **kwargs)
+    lists = serving_lists(data, popularity_window_days, history_cap)
+    return make_bundle(data, items, users, lists, metadata)
 
 
 def rows(indptr: np.ndarray, values: np.ndarray) -> list[list[int]]:
@@ -84,6 +92,29 @@ def test_popularity_window_is_configurable() -> None:
     # all time: 30 -> 1+5+10 = 16, 20 -> 1+1+1+5 = 8, 10 and 40 -> 2 with 2 events each,
     # so the item position breaks the tie
     assert everything.item_ids[everything.popular].tolist() == [30, 20, 10, 40]
+
+
+def test_popularity_weighs_events_like_the_interactions() -> None:
+    data = training_data()
+    data.event_weights = {C.VIEW: 1.0, C.ADDTOCART: 0.0, C.PURCHASE: 0.0}
+    # last 14 days, views only: 20 and 40 two views each, 20 has more events in all (4 vs 2);
+    # then all-time counts: 30 (3), 10 (2)
+    bundle = bundle_of(data)
+    assert bundle.item_ids[bundle.popular].tolist() == [20, 40, 30, 10]
+    data.event_weights = {C.ADDTOCART: 1.0}
+    # carts only: 20 is the one item carted in the window; then all-time counts: 30 (3), then
+    # 10 and 40 (2 each; the position breaks the tie). The default weights give 20, 40, 30, 10.
+    bundle = bundle_of(data)
+    assert bundle.item_ids[bundle.popular].tolist() == [20, 30, 10, 40]
+
+
+def test_lists_are_shared_read_only_by_bundles_of_the_same_data() -> None:
+    data = training_data()
+    lists = serving_lists(data)
+    first = make_bundle(data, np.zeros((4, 1)), np.zeros((3, 1)), lists)
+    second = make_bundle(data, np.ones((4, 1)), np.zeros((3, 1)), lists)
+    assert first.history_items is second.history_items is lists.history_items
+    assert not lists.popular.flags.writeable
 
 
 def test_history_is_newest_first_deduplicated_and_without_purchases() -> None:
@@ -198,8 +229,8 @@ def test_make_bundle_rejects_vectors_of_the_wrong_shape() -> None:
         make_bundle(data, np.zeros((3, 2)), np.zeros((3, 2)))
 
 
-def test_make_bundle_is_vectorised_enough_for_large_inputs() -> None:
-    """200k events over 50k visitors build in well under the time of a Python loop."""
+def test_histories_are_capped_and_newest_first_on_a_large_input() -> None:
+    """200k random events over 50k visitors: every history capped, newest first."""
     rng = np.random.default_rng(1)
     n = 200_000
     kinds = rng.choice(list(C.EVENT_TYPES), size=n, p=[0.9, 0.07, 0.03])

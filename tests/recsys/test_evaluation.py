@@ -22,6 +22,8 @@ from recsys.evaluation import (
     recall_at_k,
 )
 
+pytestmark = pytest.mark.model
+
 # Golden case, k = 3. Per user: recommended, relevant, and the hand-computed scores.
 #   u0 hit at rank 2 of 2 relevant:        P 1/3  R 1/2  AP (1/2)/2=1/4  NDCG d2/(d1+d2)
 #   u1 more relevant (4) than k, empties:  P 1/3  R 1/4  AP 1/3          NDCG d1/(d1+d2+d3)

@@ -13,6 +13,8 @@ from recsys.features import (
 )
 from tests.helpers import T0, WEEK, make_properties
 
+pytestmark = pytest.mark.model
+
 
 def make_tree(rows: list[tuple[int, int | None]]) -> pd.DataFrame:
     return pd.DataFrame(

@@ -27,6 +27,8 @@ from recsys.interactions import (
 )
 from tests.helpers import T0, WEEK, make_events, make_properties
 
+pytestmark = pytest.mark.model
+
 CUTOFF = T0 + WEEK
 
 

@@ -17,7 +17,7 @@ from recsys.pipeline import PipelineConfig, headline, run_pipeline
 from recsys.serving import Recommender
 from recsys.tracking import download_bundle
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.model, pytest.mark.slow]
 
 FAST = {
     "loss": "warp",
@@ -46,7 +46,7 @@ def test_first_run_becomes_champion_beating_every_baseline(store: dict) -> None:
     assert first.alias == "champion", first.decision.reason
     served = "lightfm" if first.policy == "model" else "lightfm+recent"
     for baseline in ("popular", "recent"):
-        assert headline(first.results, served) > headline(first.results, baseline)
+        assert headline(first.results, served, 5) > headline(first.results, baseline, 5)
     # every model is reported per target and segment, on the same split
     index = first.results.index
     assert {"popular", "recent", "lightfm", "lightfm+recent"} <= set(index.get_level_values(0))
@@ -116,6 +116,34 @@ def test_run_logs_metrics_plots_tuning_and_profile(store: dict) -> None:
         [run.info.experiment_id], f"tags.mlflow.parentRunId = '{run.info.run_id}'"
     )
     assert len(nested) == 2
+
+
+def test_any_k_names_every_metric_and_the_gate(store: dict, tmp_path: Path) -> None:
+    """k is a knob: every metric key, the gate and the logged names follow it."""
+    settings = Settings(var_dir=tmp_path / "var")
+    cfg = PipelineConfig(
+        data_dir=store["raw"], trials=0, k=10, lightfm=dict(FAST), precompute_k=0, progress=False
+    )
+    run = run_pipeline(cfg, settings, workdir=tmp_path / "run")
+    assert {"precision@10", "ndcg@10"} <= set(run.results.columns)
+    assert run.alias == "champion", run.decision.reason
+    assert "precision@10" in run.decision.reason
+    metrics = MlflowClient(settings.resolved_tracking_uri).get_run(run.run_id).data.metrics
+    assert "served_precision_at_10" in metrics
+    assert "lightfm_plus_recent.addtocart.warm.precision_at_10" in metrics
+    # the run folder keeps what every stage handed on
+    folder = tmp_path / "run"
+    assert {"config.json", "run.json", "tuning.json", "decision.json", "promoted.json"} <= {
+        p.name for p in folder.iterdir()
+    }
+
+
+def test_bad_configuration_names_the_field() -> None:
+    with pytest.raises(ValueError, match="validation_days"):
+        PipelineConfig(trials=3, validation_days=0)
+    with pytest.raises(ValueError, match="unknown event types"):
+        PipelineConfig(event_weights={"click": 1.0})
+    assert PipelineConfig(trials=0, validation_days=0).validation_days == 0
 
 
 def test_pyfunc_round_trip_in_a_separate_process(store: dict, tmp_path: Path) -> None:

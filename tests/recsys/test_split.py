@@ -6,6 +6,8 @@ from recsys.exceptions import ConfigurationError
 from recsys.split import DAY_MS, TimeSplit, make_split, window
 from tests.helpers import T0, make_events
 
+pytestmark = pytest.mark.model
+
 
 @pytest.fixture
 def events() -> pd.DataFrame:

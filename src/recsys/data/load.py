@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from recsys import columns as C
+from recsys.data import schema
 from recsys.exceptions import DataValidationError
 
 if TYPE_CHECKING:
@@ -34,11 +35,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: sane epoch-millisecond range of timestamps: [2000-01-01, 2100-01-01) UTC
-MIN_TIMESTAMP_MS = 946_684_800_000
-MAX_TIMESTAMP_MS = 4_102_444_800_000
-# at most 18 digits: always fits int64, so a valid id never overflows
-_INT_PATTERN = "^[0-9]{1,18}$"
+# the contract's id rule as text: a valid id never overflows int64
+_INT_PATTERN = f"^[0-9]{{1,{schema.ID_DIGITS}}}$"
 _HEADER_LIMIT = 65_536
 
 
@@ -204,15 +202,15 @@ class _Checks:
         ok = _np_bool(matches)
         allowed_empty = np.zeros(self.n, bool) if optional is None else optional
         empty = _np_bool(pc.equal(arr, "")) & allowed_empty
-        self.add(~(ok | empty), name, "not a non-negative integer")
+        self.add(~(ok | empty), name, schema.NOT_AN_ID)
         # invalid or empty cells become "-1" so the cast below cannot fail
         safe = pc.if_else(matches, arr, "-1")
         return np.asarray(pc.cast(safe, pa.int64()).to_numpy(), np.int64)
 
     def timestamps(self) -> np.ndarray:
         ts = self.integers(C.TIMESTAMP)
-        out = (ts != -1) & ((ts < MIN_TIMESTAMP_MS) | (ts >= MAX_TIMESTAMP_MS))
-        self.add(out, C.TIMESTAMP, "epoch-ms timestamp outside [2000-01-01, 2100-01-01)")
+        out = (ts != -1) & ((ts < schema.MIN_TIMESTAMP_MS) | (ts >= schema.MAX_TIMESTAMP_MS))
+        self.add(out, C.TIMESTAMP, schema.TIMESTAMP_RANGE)
         return ts
 
     def raise_first(self) -> None:
@@ -220,7 +218,10 @@ class _Checks:
             return
         any_bad = np.logical_or.reduce([bad for bad, _, _ in self.failures])
         first = int(np.argmax(any_bad))
-        bad, column, reason = next(f for f in self.failures if f[0][first])
+        # the leftmost problem of the first bad line (a blank line before any column)
+        order = {name: i for i, name in enumerate(self.table.column_names)}
+        on_line = [f for f in self.failures if f[0][first]]
+        bad, column, reason = min(on_line, key=lambda f: -1 if f[1] is None else order[f[1]])
         detail = reason
         if column is not None:
             detail += f": {self.text(column)[first].as_py()!r}"
@@ -344,34 +345,23 @@ def build_events_frame(
     return frame, int(dup.sum())
 
 
-def _event_codes(checks: _Checks) -> np.ndarray:
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    codes = pc.index_in(checks.text(C.EVENT), value_set=pa.array(list(C.EVENT_TYPES)))
-    codes = pc.fill_null(codes, -1).to_numpy().astype(np.int8)
-    checks.add(
-        codes < 0, C.EVENT, f"unknown event type (expected one of {', '.join(C.EVENT_TYPES)})"
-    )
-    return codes
-
-
 def _read_events(path: str | Path) -> tuple[pd.DataFrame, int]:
+    import pyarrow as pa
     import pyarrow.compute as pc
 
     path = Path(path)
     checks = _Checks(path, _read_text_table(path, C.EVENTS_COLUMNS))
     checks.blank_lines()
-    ts = checks.timestamps()
+    ts = checks.integers(C.TIMESTAMP)
     vis = checks.integers(C.VISITOR)
-    ev = _event_codes(checks)
+    codes = pc.index_in(checks.text(C.EVENT), value_set=pa.array(list(C.EVENT_TYPES)))
+    ev = pc.fill_null(codes, -1).to_numpy().astype(np.int8)
     item = checks.integers(C.ITEM)
-    purchase = ev == C.EVENT_TYPES.index(C.PURCHASE)
-    known_other = (ev >= 0) & ~purchase
     has_tx = ~_np_bool(pc.equal(checks.text(C.TRANSACTION), ""))
-    checks.add(known_other & has_tx, C.TRANSACTION, "transactionid on a non-transaction event")
-    checks.add(purchase & ~has_tx, C.TRANSACTION, "transaction event without transactionid")
-    tx = checks.integers(C.TRANSACTION, optional=~purchase)
+    tx = checks.integers(C.TRANSACTION, optional=np.ones(checks.n, bool))
+    # parse failures are reported above; the contract's rules cover the rest
+    for bad, column, reason in schema.event_violations(ts, ev, has_tx, {}):
+        checks.add(bad, column, reason)
     checks.raise_first()
     frame, dropped = build_events_frame(ts, vis, ev, item, tx)
     if dropped:

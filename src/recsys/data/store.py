@@ -40,26 +40,21 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
+from sqlalchemy.schema import CreateTable
 
 from recsys import columns as C
-from recsys.data.load import (
-    MAX_TIMESTAMP_MS,
-    MIN_TIMESTAMP_MS,
-    build_events_frame,
-    load_events,
-    nullable_ids,
-)
+from recsys.data import schema
+from recsys.data.load import build_events_frame, load_events, nullable_ids
 from recsys.exceptions import ConfigurationError, DataValidationError
 
 log = logging.getLogger(__name__)
 
 _CHUNK = 100_000
-#: length of request ids and of the experiment / variant / model version names
-_TEXT_LENGTH = 64
 _SQLITE_REBUILD_ROWS = 200_000
 _ID = BigInteger().with_variant(Integer, "sqlite")  # SQLite autoincrements INTEGER keys only
 _EVENT_LIST = ", ".join(f"'{e}'" for e in C.EVENT_TYPES)
 _EVENT_INSERT_COLUMNS = (*C.EVENTS_COLUMNS, C.REQUEST_ID)
+_TEXT = String(schema.TEXT_LENGTH)
 
 metadata = MetaData()
 
@@ -72,7 +67,7 @@ events_table = Table(
     Column(C.EVENT, String(16), nullable=False),
     Column(C.ITEM, BigInteger, nullable=False),
     Column(C.TRANSACTION, BigInteger, nullable=True),
-    Column(C.REQUEST_ID, String(_TEXT_LENGTH), nullable=True),
+    Column(C.REQUEST_ID, _TEXT, nullable=True),
     CheckConstraint(f"{C.EVENT} IN ({_EVENT_LIST})", name="ck_events_event"),
     CheckConstraint(
         f"({C.EVENT} = '{C.PURCHASE}') = ({C.TRANSACTION} IS NOT NULL)",
@@ -90,17 +85,25 @@ Index(
     unique=True,
 )
 _VISITOR_INDEX = Index("ix_events_visitorid", events_table.c[C.VISITOR])
+# COPY target for PostgreSQL bulk loads: the insert columns of ``events``, same types
+_EVENTS_STAGE = Table(
+    "events_stage",
+    MetaData(),
+    *(Column(c.name, c.type) for c in events_table.c if c.name in _EVENT_INSERT_COLUMNS),
+    prefixes=["TEMPORARY"],
+    postgresql_on_commit="DROP",
+)
 
 exposures_table = Table(
     "exposures",
     metadata,
     Column("id", _ID, primary_key=True, autoincrement=True),
-    Column(C.REQUEST_ID, String(_TEXT_LENGTH), nullable=False, unique=True),
+    Column(C.REQUEST_ID, _TEXT, nullable=False, unique=True),
     Column(C.TIMESTAMP, BigInteger, nullable=False),
     Column(C.VISITOR, BigInteger, nullable=False),
-    Column(C.EXPERIMENT, String(_TEXT_LENGTH), nullable=False),
-    Column(C.VARIANT, String(_TEXT_LENGTH), nullable=False),
-    Column(C.MODEL_VERSION, String(_TEXT_LENGTH), nullable=False),
+    Column(C.EXPERIMENT, _TEXT, nullable=False),
+    Column(C.VARIANT, _TEXT, nullable=False),
+    Column(C.MODEL_VERSION, _TEXT, nullable=False),
     Column(C.ITEM_IDS, Text, nullable=False),
     Index("ix_exposures_timestamp", C.TIMESTAMP),
     Index("ix_exposures_visitorid", C.VISITOR),
@@ -141,7 +144,7 @@ def _int_column(df: pd.DataFrame, name: str, *, nullable: bool = False) -> np.nd
     return filled
 
 
-def _check_length(values: pd.Series, column: str, limit: int = _TEXT_LENGTH) -> None:
+def _check_length(values: pd.Series, column: str, limit: int = schema.TEXT_LENGTH) -> None:
     _bad(values.str.len().fillna(0).to_numpy() > limit, column, f"longer than {limit} characters")
 
 
@@ -151,13 +154,13 @@ def _validated_events(df: pd.DataFrame) -> pd.DataFrame:
         if name not in df.columns:
             raise DataValidationError("missing column", column=name)
     ts = _int_column(df, C.TIMESTAMP)
-    _bad((ts < MIN_TIMESTAMP_MS) | (ts >= MAX_TIMESTAMP_MS), C.TIMESTAMP, "out of range")
     event = df[C.EVENT].astype(object).to_numpy()
-    _bad(~np.isin(event, C.EVENT_TYPES), C.EVENT, "unknown event type")
+    codes = np.array([C.EVENT_TYPES.index(e) if e in C.EVENT_TYPES else -1 for e in event])
+    visitors, items = _int_column(df, C.VISITOR), _int_column(df, C.ITEM)
     tx = _int_column(df, C.TRANSACTION, nullable=True)
-    purchase = event == C.PURCHASE
-    _bad(~purchase & (tx >= 0), C.TRANSACTION, "transactionid on a non-transaction event")
-    _bad(purchase & (tx < 0), C.TRANSACTION, "transaction event without transactionid")
+    ids = {C.VISITOR: visitors, C.ITEM: items, C.TRANSACTION: tx}
+    for bad, column, reason in schema.event_violations(ts, codes, tx >= 0, ids):
+        _bad(bad, column, reason)
     request = np.full(len(df), None, dtype=object)
     if C.REQUEST_ID in df.columns:
         raw = df[C.REQUEST_ID].astype(object).to_numpy()
@@ -168,9 +171,9 @@ def _validated_events(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(
         {
             C.TIMESTAMP: ts,
-            C.VISITOR: _int_column(df, C.VISITOR),
+            C.VISITOR: visitors,
             C.EVENT: event.astype(str),
-            C.ITEM: _int_column(df, C.ITEM),
+            C.ITEM: items,
             C.TRANSACTION: nullable_ids(tx),
             C.REQUEST_ID: request,
         }
@@ -233,9 +236,10 @@ def _check_exposure_labels(rows: Sequence[Sequence[Any]]) -> None:
     labels = {tuple(row[positions[0] : positions[1] + 1]) for row in rows}
     for label in labels:
         for name, value in zip((C.EXPERIMENT, C.VARIANT, C.MODEL_VERSION), label, strict=True):
-            if not isinstance(value, str) or len(value) > _TEXT_LENGTH:
+            if not isinstance(value, str) or len(value) > schema.TEXT_LENGTH:
                 raise DataValidationError(
-                    f"not a text of at most {_TEXT_LENGTH} characters: {value!r}", column=name
+                    f"not a text of at most {schema.TEXT_LENGTH} characters: {value!r}",
+                    column=name,
                 )
 
 
@@ -403,11 +407,7 @@ class EventStore:
         names = ", ".join(f'"{c}"' for c in _EVENT_INSERT_COLUMNS)
         raw = conn.connection.driver_connection
         with raw.cursor() as cur:  # type: ignore[union-attr]
-            cur.execute(
-                'CREATE TEMP TABLE events_stage ("timestamp" bigint, visitorid bigint,'
-                " event varchar(16), itemid bigint, transactionid bigint,"
-                " request_id varchar(64)) ON COMMIT DROP"
-            )
+            cur.execute(str(CreateTable(_EVENTS_STAGE).compile(dialect=conn.dialect)))
             with cur.copy(f"COPY events_stage ({names}) FROM STDIN (FORMAT csv)") as copy:
                 for start in range(0, len(rows), _CHUNK):
                     buffer = io.StringIO()

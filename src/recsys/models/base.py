@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
-    from recsys.bundle import Bundle
+    from recsys.bundle import Bundle, ServingLists
     from recsys.interactions import TrainingData
 
 
@@ -23,6 +23,10 @@ class Model(Protocol):
         """Learn from ``data``; returns ``self``."""
         ...
 
-    def to_bundle(self, data: TrainingData) -> Bundle:
-        """Export vectors, fallback ranking and histories for ``data`` (the fitted data)."""
+    def to_bundle(self, data: TrainingData, lists: ServingLists | None = None) -> Bundle:
+        """Export vectors, fallback ranking and histories for ``data`` (the fitted data).
+
+        ``lists``: the data-derived arrays (:func:`recsys.bundle.serving_lists`), shared by
+        several bundles of the same data; computed when omitted.
+        """
         ...

@@ -6,7 +6,8 @@ from typing import TYPE_CHECKING, Self
 
 import numpy as np
 
-from recsys.bundle import Bundle, make_bundle
+from recsys.bundle import Bundle, ServingLists, make_bundle, serving_lists
+from recsys.names import Policy
 
 if TYPE_CHECKING:
     from recsys.interactions import TrainingData
@@ -18,7 +19,7 @@ class _ConstantModel:
     #: short identifier (metadata, MLflow, result tables)
     name: str
     #: serving policy named in the bundle's metadata
-    policy: str
+    policy: Policy
 
     def __init__(self, window_days: int = 14) -> None:
         self.window_days = window_days
@@ -27,18 +28,20 @@ class _ConstantModel:
         """Nothing to learn: everything is computed when the bundle is built."""
         return self
 
-    def to_bundle(self, data: TrainingData) -> Bundle:
-        """Bundle served with policy :attr:`policy`."""
+    def to_bundle(self, data: TrainingData, lists: ServingLists | None = None) -> Bundle:
+        """Bundle served with policy :attr:`policy` (``lists`` as in ``LightFMModel``)."""
+        if lists is None:
+            lists = serving_lists(data, self.window_days)
         # dimension-1 zero vectors: every model score is 0, so rankings fall back to popularity
         return make_bundle(
             data,
             item_vectors=np.zeros((len(data.item_ids), 1), dtype=np.float32),
             user_vectors=np.zeros((len(data.user_ids), 1), dtype=np.float32),
-            popularity_window_days=self.window_days,
+            lists=lists,
             metadata={
                 "model": self.name,
                 "policy": self.policy,
-                "params": {"window_days": self.window_days},
+                "params": {"window_days": lists.popularity_window_days},
             },
         )
 
@@ -53,7 +56,7 @@ class PopularityModel(_ConstantModel):
     """
 
     name = "popular"
-    policy = "popular"
+    policy = Policy.POPULAR
 
 
 class RecentViewsModel(_ConstantModel):
@@ -66,4 +69,4 @@ class RecentViewsModel(_ConstantModel):
     """
 
     name = "recent"
-    policy = "recent"
+    policy = Policy.RECENT

@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from recsys.bundle import Bundle, make_bundle
-from recsys.serving import DEFAULT_POLICY
+from recsys.bundle import Bundle, ServingLists, make_bundle, serving_lists
+from recsys.names import DEFAULT_POLICY
 
 if TYPE_CHECKING:
     from recsys.interactions import TrainingData
@@ -157,13 +157,19 @@ class LightFMModel:
         embeddings = self.model.user_embeddings
         return np.hstack([embeddings, np.ones((len(embeddings), 1))]).astype(np.float32)
 
-    def to_bundle(self, data: TrainingData) -> Bundle:
-        """Servable bundle; the default serving policy is :data:`~recsys.serving.DEFAULT_POLICY`."""
+    def to_bundle(self, data: TrainingData, lists: ServingLists | None = None) -> Bundle:
+        """Servable bundle; the default serving policy is :data:`~recsys.names.DEFAULT_POLICY`.
+
+        ``lists`` (:func:`~recsys.bundle.serving_lists` of ``data``) is computed with this
+        model's popularity window when omitted.
+        """
+        if lists is None:
+            lists = serving_lists(data, self.popularity_window_days)
         return make_bundle(
             data,
             item_vectors=self.item_vectors(data),
             user_vectors=self.user_vectors(),
-            popularity_window_days=self.popularity_window_days,
+            lists=lists,
             metadata={
                 "model": self.name,
                 "policy": DEFAULT_POLICY,

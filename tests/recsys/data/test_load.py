@@ -19,6 +19,8 @@ from recsys.data import (
 )
 from recsys.exceptions import DataValidationError
 
+pytestmark = pytest.mark.data
+
 EVENTS_HEADER = "timestamp,visitorid,event,itemid,transactionid"
 # lines 2..8; line 6 repeats line 2 exactly; the file is not time-sorted
 EVENTS_CSV = f"""{EVENTS_HEADER}

@@ -14,6 +14,8 @@ from recsys.data import profile as profile_module
 from recsys.data.load import Dataset
 from recsys.data.profile import profile_dataset, render_profile
 
+pytestmark = pytest.mark.data
+
 T0 = 1_430_622_000_000  # Sunday 2015-05-03 03:00 UTC
 MIN, HOUR, DAY = 60_000, 3_600_000, 86_400_000
 

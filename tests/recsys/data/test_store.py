@@ -15,6 +15,8 @@ from recsys.data import EventStore, load_events
 from recsys.data.store import events_table
 from recsys.exceptions import ConfigurationError, DataValidationError
 
+pytestmark = pytest.mark.data
+
 # lines 2..9 of events.csv: one exact duplicate (line 7 = line 2), one transaction,
 # two events in the same millisecond, not time-sorted
 EVENTS_CSV = """timestamp,visitorid,event,itemid,transactionid

@@ -22,9 +22,10 @@ from recsys.data.synth import (
     synthesize,
 )
 from recsys.exceptions import ConfigurationError
+from tests.helpers import TINY_SCALE
 
-#: large enough that the last week holds ~90 add-to-cart visitors (~40 returning ones)
-SIGNAL_SCALE = 0.05
+pytestmark = pytest.mark.data
+
 NUMBER = r"n\d+\.\d{3}"
 HASHED_VALUE = re.compile(rf"^({NUMBER}|\d+)( ({NUMBER}|\d+))*$")
 
@@ -46,10 +47,9 @@ def raw(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def signal_data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Dataset, float]:
-    out = tmp_path_factory.mktemp("synth_signal")
-    synthesize(out, scale=SIGNAL_SCALE, seed=1, progress=False)
-    return load_dataset(out), SIGNAL_SCALE
+def signal_data(tiny_raw: Path) -> tuple[Dataset, float]:
+    """The session's 5% dataset: its last week holds ~90 add-to-cart visitors."""
+    return load_dataset(tiny_raw), TINY_SCALE
 
 
 # --------------------------------------------------------------------------- format

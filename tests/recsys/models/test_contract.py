@@ -19,6 +19,8 @@ from recsys.models.lightfm import LightFMModel
 from recsys.serving import Recommender
 from tests.helpers import make_events
 
+pytestmark = pytest.mark.model
+
 GROUP_SIZE = 6
 N_USERS = 60
 UNAVAILABLE_ITEM = 999

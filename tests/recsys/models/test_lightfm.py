@@ -11,6 +11,8 @@ from recsys import columns as C
 from recsys.interactions import DEFAULT_EVENT_WEIGHTS, TrainingData, build_interactions
 from recsys.models.lightfm import LightFMModel
 
+pytestmark = pytest.mark.model
+
 
 @pytest.fixture(scope="module")
 def data() -> TrainingData:

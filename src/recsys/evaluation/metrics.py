@@ -1,4 +1,4 @@
-"""Offline ranking metrics (pure numpy) and evaluation of a recommendation policy.
+"""Offline ranking metrics (pure numpy): precision, recall, NDCG, MAP, hit rate, coverage.
 
 Conventions shared by every metric:
 
@@ -15,23 +15,28 @@ Conventions shared by every metric:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
-import pandas as pd
 
 from recsys.arrays import sorted_unique
-from recsys.columns import ADDTOCART, EVENT, ITEM, VISITOR
 
-RELEVANT = "relevant"
-SEGMENT = "segment"
-WARM = "warm"
-COLD = "cold"
-ALL = "all"
+#: result keys beside the ``<metric>@k`` ones
 USERS = "users"
 COVERAGE = "coverage"
-TARGETS = (ADDTOCART, "any")
+#: an empty slot of a recommendation list
 EMPTY = -1
+#: the ranking metrics, in report order (keys ``<name>@k``)
+METRICS = ("precision", "recall", "ndcg", "map", "hitrate")
+
+
+def metric_key(name: str, k: int) -> str:
+    """The result key of metric ``name`` at cut-off ``k``.
+
+    >>> metric_key("precision", 10)
+    'precision@10'
+    """
+    return f"{name}@{k}"
 
 
 def _hits_and_counts(
@@ -90,7 +95,8 @@ def _repeats(rec: np.ndarray) -> np.ndarray:
     return repeats
 
 
-def _top_k(recommended: np.ndarray, k: int) -> np.ndarray:
+def first_k(recommended: np.ndarray, k: int) -> np.ndarray:
+    """The first ``k`` columns of ``recommended``, padded with empty slots when narrower."""
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     rec = np.asarray(recommended, dtype=np.int64)
@@ -111,7 +117,7 @@ def _per_user(
     recommended: np.ndarray, relevant: Sequence[np.ndarray], k: int
 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Every metric per user (first ``k`` slots) and the distinct relevant counts."""
-    hits, n_relevant = _hits_and_counts(_top_k(recommended, k), relevant)
+    hits, n_relevant = _hits_and_counts(first_k(recommended, k), relevant)
     n_hits = hits.sum(axis=1)
     capped = np.maximum(np.minimum(n_relevant, k), 1)  # 1 only guards users with none
     precision_at_i = np.cumsum(hits, axis=1) / np.arange(1, k + 1)
@@ -346,125 +352,8 @@ def ranking_metrics(
     """
     scores, n_relevant = _per_user(recommended, relevant, k)
     metrics: dict[str, float] = {
-        f"{name}@{k}": _mean(per_user, n_relevant) for name, per_user in scores.items()
+        metric_key(name, k): _mean(per_user, n_relevant) for name, per_user in scores.items()
     }
-    metrics[COVERAGE] = coverage(_top_k(recommended, k), n_catalogue)
+    metrics[COVERAGE] = coverage(first_k(recommended, k), n_catalogue)
     metrics[USERS] = int((n_relevant > 0).sum())
     return metrics
-
-
-def holdout_targets(
-    known_users: np.ndarray, holdout_events: pd.DataFrame, target: str
-) -> pd.DataFrame:
-    """One row per holdout visitor with at least one target event.
-
-    Parameters
-    ----------
-    known_users : numpy.ndarray
-        Visitor ids seen before the holdout (the model's users): "warm"; others are "cold".
-    holdout_events : pandas.DataFrame
-        Events of the holdout window.
-    target : {"addtocart", "any"}
-        Which holdout events make an item relevant: add-to-cart events only, or any event.
-
-    Returns
-    -------
-    pandas.DataFrame
-        Columns ``visitorid`` (int64, ascending), ``relevant`` (sorted unique int64 item
-        ids) and ``segment`` (``"warm"``/``"cold"``); index ``0..n-1``.
-
-    Examples
-    --------
-    >>> holdout = pd.DataFrame({"visitorid": [1, 1, 2, 3], "itemid": [12, 11, 11, 13],
-    ...                         "event": ["addtocart", "addtocart", "view", "addtocart"]})
-    >>> holdout_targets(np.array([1]), holdout, "addtocart")
-       visitorid  relevant segment
-    0          1  [11, 12]    warm
-    1          3      [13]    cold
-    """
-    if target not in TARGETS:
-        raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
-    events = holdout_events
-    if target == ADDTOCART:
-        events = events.loc[(events[EVENT] == ADDTOCART).to_numpy(dtype=bool)]
-    visitors = events[VISITOR].to_numpy(dtype=np.int64)
-    items = events[ITEM].to_numpy(dtype=np.int64)
-    order = np.lexsort((items, visitors))
-    visitors, items = visitors[order], items[order]
-    fresh = np.ones(len(items), dtype=bool)
-    fresh[1:] = (visitors[1:] != visitors[:-1]) | (items[1:] != items[:-1])
-    visitors, items = visitors[fresh], items[fresh]
-    users, starts = np.unique(visitors, return_index=True)
-    warm = np.isin(users, np.asarray(known_users, dtype=np.int64))
-    return pd.DataFrame(
-        {
-            VISITOR: users,
-            RELEVANT: pd.Series(np.split(items, starts[1:]) if len(users) else [], dtype=object),
-            SEGMENT: np.where(warm, WARM, COLD),
-        }
-    )
-
-
-def evaluate_policy(
-    recommend_fn: Callable[[np.ndarray, int], np.ndarray],
-    targets: pd.DataFrame,
-    k: int = 5,
-    n_catalogue: int | None = None,
-) -> pd.DataFrame:
-    """Score a recommendation policy on holdout targets, per visitor segment.
-
-    Parameters
-    ----------
-    recommend_fn : callable
-        ``recommend_fn(user_ids, k)`` -> ``len(user_ids) x k`` item ids (``-1`` padded).
-        Called once per non-empty segment ("warm", then "cold").
-    targets : pandas.DataFrame
-        Output of :func:`holdout_targets`.
-    k : int
-        Cut-off.
-    n_catalogue : int
-        Catalogue size for coverage (required).
-
-    Returns
-    -------
-    pandas.DataFrame
-        Index ``segment`` with rows ``warm``, ``cold``, ``all``; columns as in
-        :func:`ranking_metrics`. A segment without users has NaN metrics and 0 users.
-
-    Examples
-    --------
-    >>> targets = pd.DataFrame({"visitorid": [1, 2], "relevant": [np.array([5]),
-    ...                         np.array([6])], "segment": ["warm", "cold"]})
-    >>> popular = lambda users, k: np.tile(np.array([5, 7]), (len(users), 1))
-    >>> table = evaluate_policy(popular, targets, k=2, n_catalogue=10)
-    >>> table[["precision@2", "hitrate@2", "coverage", "users"]]  # doctest: +NORMALIZE_WHITESPACE
-             precision@2  hitrate@2  coverage  users
-    segment
-    warm            0.50        1.0       0.2      1
-    cold            0.00        0.0       0.2      1
-    all             0.25        0.5       0.2      2
-    """
-    if n_catalogue is None:
-        raise ValueError("n_catalogue is required")
-    parts: dict[str, tuple[np.ndarray, list[np.ndarray]]] = {}
-    for segment in (WARM, COLD):
-        rows = targets.loc[(targets[SEGMENT] == segment).to_numpy(dtype=bool)]
-        users = rows[VISITOR].to_numpy(dtype=np.int64)
-        recommended = np.full((len(users), k), EMPTY, dtype=np.int64)
-        if len(users):
-            recommended = _top_k(np.asarray(recommend_fn(users, k)), k)
-            if recommended.shape[0] != len(users):
-                raise ValueError(
-                    f"recommend_fn returned {recommended.shape[0]} rows for {len(users)} users"
-                )
-        parts[segment] = (recommended, list(rows[RELEVANT]))
-    parts[ALL] = (
-        np.vstack([parts[WARM][0], parts[COLD][0]]),
-        parts[WARM][1] + parts[COLD][1],
-    )
-    table = pd.DataFrame.from_dict(
-        {name: ranking_metrics(rec, rel, k, n_catalogue) for name, (rec, rel) in parts.items()},
-        orient="index",
-    )
-    table.index.name = SEGMENT
-    return table

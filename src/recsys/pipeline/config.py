@@ -1,0 +1,101 @@
+"""The knobs of one pipeline run, validated once for every caller (CLI, DAG, notebooks)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Self
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from recsys.columns import ADDTOCART, EVENT_TYPES
+from recsys.evaluation import WARM, metric_key
+from recsys.interactions import DEFAULT_EVENT_WEIGHTS
+from recsys.names import DEFAULT_POLICY, DEFAULT_RECENT_SLOTS, Policy
+
+#: LightFM parameters used as they are without tuning, and as the search's first trial
+DEFAULT_LIGHTFM: dict[str, Any] = {
+    "loss": "warp",
+    "no_components": 64,
+    "learning_rate": 0.05,
+    "item_alpha": 1e-6,
+    "user_alpha": 1e-6,
+    "epochs": 15,
+    "recent_slots": DEFAULT_RECENT_SLOTS,
+}
+
+
+class PipelineConfig(BaseModel):
+    """Knobs of one pipeline run; every field has a working default.
+
+    The one source of defaults and bounds: the CLI's options and the DAG's params are built
+    from this model, and a value out of range fails here with a message naming the field.
+    """
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    data_dir: Path = Field(
+        Path("data/raw"),
+        description="Folder of the RetailRocket files (item properties and category tree; "
+        "events too unless db_url is set).",
+    )
+    db_url: str | None = Field(
+        None, description="Read events from this event store instead of data_dir/events.csv."
+    )
+    holdout_days: int = Field(7, ge=1, description="Days at the end held out for evaluation.")
+    validation_days: int = Field(
+        7, ge=0, description="Days before the holdout used for tuning (>= 1 when tuning)."
+    )
+    k: int = Field(5, ge=1, le=100, description="Length of the evaluated lists (precision@k).")
+    trials: int = Field(10, ge=0, description="Optuna trials; 0 = the defaults, no tuning.")
+    timeout_s: float | None = Field(900.0, gt=0, description="Tuning time budget in seconds.")
+    lightfm: dict[str, Any] = Field(
+        default_factory=lambda: dict(DEFAULT_LIGHTFM),
+        description="LightFM parameters (and the blend's recent_slots) used without tuning.",
+    )
+    event_weights: dict[str, float] = Field(
+        default_factory=lambda: dict(DEFAULT_EVENT_WEIGHTS),
+        description="Interaction weight per event type (also weighs the popularity fallback).",
+    )
+    popularity_window_days: int = Field(14, ge=1, description="Window of popularity rankings.")
+    default_policy: Policy = Field(
+        DEFAULT_POLICY, description="Served policy when no tuning ran (tuning picks it)."
+    )
+    precompute_k: int = Field(
+        10, ge=0, description="Served answers precomputed per known visitor; 0 = rank live."
+    )
+    seed: int = 42
+    progress: bool = Field(True, description="Progress bars on the terminal.")
+
+    @field_validator("event_weights")
+    @classmethod
+    def _known_event_types(cls, weights: dict[str, float]) -> dict[str, float]:
+        unknown = sorted(set(weights) - set(EVENT_TYPES))
+        if unknown:
+            raise ValueError(f"unknown event types {unknown}; expected some of {EVENT_TYPES}")
+        if any(w < 0 for w in weights.values()):
+            raise ValueError(f"weights must be >= 0, got {weights}")
+        return weights
+
+    @model_validator(mode="after")
+    def _tuning_needs_validation_days(self) -> Self:
+        if self.trials > 0 and self.validation_days < 1:
+            raise ValueError("tuning (trials > 0) needs validation_days >= 1")
+        return self
+
+    # ------------------------------------------------------------------ metric names
+
+    @property
+    def headline(self) -> str:
+        """The headline metric key, e.g. ``precision@5``."""
+        return metric_key("precision", self.k)
+
+    @property
+    def gate_metrics(self) -> tuple[str, ...]:
+        """What the gate compares, in order: the headline, then the metric that breaks exact
+        ties (small holdouts tie often on precision: hits are counts)."""
+        return (self.headline, metric_key("ndcg", self.k))
+
+
+#: the headline's target and segment: add-to-cart events of visitors known before the window
+HEADLINE_TARGET = ADDTOCART
+HEADLINE_SEGMENT = WARM
