@@ -176,8 +176,8 @@ def train(
 def results_table(results: pd.DataFrame, k: int) -> Table:
     """The pipeline's results (model x target x segment) as a compact table."""
     table = Table(title=f"Holdout results (time split; k={k})")
-    for name in ("model", "target", "segment"):
-        table.add_column(name, no_wrap=True)
+    for name in results.index.names:
+        table.add_column(str(name), no_wrap=True)
     for name in results.columns:
         table.add_column(str(name).replace("hitrate", "hit"), justify="right", no_wrap=True)
     for idx, row in results.iterrows():
