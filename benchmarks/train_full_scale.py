@@ -32,7 +32,7 @@ from recsys.interactions import (
 from recsys.models.baselines import PopularityModel, RecentViewsModel
 from recsys.models.lightfm import LightFMModel
 from recsys.pipeline import score_policies, window_targets
-from recsys.serving import Recommender
+from recsys.serving import Recommender, precompute_answers
 from recsys.split import make_split
 from recsys.tracking import configure
 
@@ -114,7 +114,7 @@ def main() -> None:
     with stage(times, "evaluate 4 policies (both targets, 3 segments)"):
         results = score_policies(policies, targets, 5)
     with stage(times, "precompute served answers (top-10 per known visitor)"):
-        Recommender(bundle, "blend").attach_precomputed(10)
+        bundle.answers = precompute_answers(Recommender(bundle, "blend"), 10)
         bundle.save(args.bundle_out)
     settings = Settings(var_dir=Path("var/bench"))
     configure(settings)

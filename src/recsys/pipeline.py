@@ -32,7 +32,8 @@ from recsys.evaluation import TARGETS, evaluate_policy, hits_matrix, holdout_tar
 from recsys.interactions import DEFAULT_EVENT_WEIGHTS, TrainingData, prepare_training_data
 from recsys.models.baselines import PopularityModel, RecentViewsModel
 from recsys.models.lightfm import LightFMModel
-from recsys.serving import DEFAULT_POLICY, DEFAULT_RECENT_SLOTS, Recommender
+from recsys.names import DEFAULT_POLICY, DEFAULT_RECENT_SLOTS
+from recsys.serving import Recommender, precompute_answers
 from recsys.split import TimeSplit, make_split, window
 from recsys.tracking import (
     GateDecision,
@@ -419,7 +420,7 @@ def run_pipeline(cfg: PipelineConfig, settings: Settings | None = None) -> Pipel
             }
         )
         if cfg.precompute_k:
-            Recommender(bundle, policy=policy).attach_precomputed(cfg.precompute_k)
+            bundle.answers = precompute_answers(Recommender(bundle, policy), cfg.precompute_k)
         with tempfile.TemporaryDirectory() as tmp:
             bundle.save(Path(tmp) / "bundle")
             version = log_bundle_model(Path(tmp) / "bundle", settings.model_name)

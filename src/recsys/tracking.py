@@ -54,7 +54,8 @@ class BundleModel(PythonModel):
 
     def load_context(self, context: Any) -> None:
         from recsys.bundle import Bundle
-        from recsys.serving import DEFAULT_POLICY, Recommender
+        from recsys.names import DEFAULT_POLICY
+        from recsys.serving import Recommender
 
         bundle = Bundle.load(Path(context.artifacts[BUNDLE_ARTIFACT]))
         self.recommender = Recommender(bundle, policy=bundle.metadata.get("policy", DEFAULT_POLICY))

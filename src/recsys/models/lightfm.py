@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from recsys.bundle import Bundle, make_bundle
-from recsys.serving import DEFAULT_POLICY
+from recsys.names import DEFAULT_POLICY
 
 if TYPE_CHECKING:
     from recsys.interactions import TrainingData
@@ -158,7 +158,7 @@ class LightFMModel:
         return np.hstack([embeddings, np.ones((len(embeddings), 1))]).astype(np.float32)
 
     def to_bundle(self, data: TrainingData) -> Bundle:
-        """Servable bundle; the default serving policy is :data:`~recsys.serving.DEFAULT_POLICY`."""
+        """Servable bundle; the default serving policy is :data:`~recsys.names.DEFAULT_POLICY`."""
         return make_bundle(
             data,
             item_vectors=self.item_vectors(data),
