@@ -14,7 +14,8 @@ from types import ModuleType
 from fastapi_service.settings import ServiceSettings
 from fastapi_service.state import LoadedModel
 from recsys.bundle import Bundle
-from recsys.serving import DEFAULT_POLICY, Recommender
+from recsys.names import DEFAULT_POLICY
+from recsys.serving import Recommender
 
 log = logging.getLogger(__name__)
 

@@ -44,8 +44,48 @@ _DTYPES: dict[str, type] = {
     "bought_items": np.int32,
 }
 
-#: arrays a bundle may carry (precomputed served answers)
-_OPTIONAL_DTYPES = {"top_items": np.int32, "top_head": np.int8, "top_scores": np.float64}
+#: precomputed served answers on disk: array name -> (ServedAnswers field, dtype)
+_ANSWER_ARRAYS: dict[str, tuple[str, type]] = {
+    "top_items": ("items", np.int32),
+    "top_head": ("head", np.int8),
+    "top_scores": ("scores", np.float64),
+}
+#: metadata key saying what the stored answers were made for
+_ANSWERS_KEY = "precomputed"
+
+
+@dataclass(frozen=True)
+class ServedAnswers:
+    """The served answer of every known visitor without session, precomputed at export
+    (by ``recsys.serving.precompute_answers``), and the ranking it was made for.
+
+    Any ``k' <= K`` answer is a prefix of a row, so one table serves every request size up
+    to ``K``; a serving ranking uses it only if ``policy`` and ``recent_slots`` are its own.
+
+    Attributes
+    ----------
+    items : numpy.ndarray
+        int32 (n_users, K) item positions; a row of -1 where not precomputed (popular
+        padding: those visitors are ranked live).
+    head : numpy.ndarray
+        int8 (n_users,) how many of a row's items lead from the visitor's history.
+    scores : numpy.ndarray
+        float64 (n_users, K) their scores (the bits live ranking computes).
+    policy : str
+        Policy the answers were ranked with.
+    recent_slots : int
+        Its recent slots.
+    """
+
+    items: np.ndarray
+    head: np.ndarray
+    scores: np.ndarray
+    policy: str
+    recent_slots: int
+
+    def __post_init__(self) -> None:
+        for name, dtype in _ANSWER_ARRAYS.values():
+            object.__setattr__(self, name, np.ascontiguousarray(getattr(self, name), dtype=dtype))
 
 
 @dataclass
@@ -78,11 +118,10 @@ class Bundle:
         CSR rows per user: purchased items (ascending positions).
     metadata : dict
         JSON-serialisable: model_version, trained_at, cutoff_ms, params, metrics, policy, ...
-    top_items, top_head, top_scores : numpy.ndarray, optional
-        Served answers precomputed at export (see ``Recommender.precompute``): int32
-        (n_users, K) item positions, row -1 where not precomputed, int8 (n_users,) how many
-        of them lead from the visitor's history, and float64 (n_users, K) their scores.
-        ``metadata["precomputed"]`` says for which policy.
+    answers : ServedAnswers, optional
+        Served answers precomputed at export. Stored as the arrays ``top_items``,
+        ``top_head``, ``top_scores`` and ``metadata["precomputed"]`` (policy, recent_slots);
+        in memory the metadata does not repeat what ``answers`` says.
     """
 
     item_ids: np.ndarray
@@ -98,16 +137,11 @@ class Bundle:
     bought_indptr: np.ndarray
     bought_items: np.ndarray
     metadata: dict[str, Any] = field(default_factory=dict)
-    top_items: np.ndarray | None = None
-    top_head: np.ndarray | None = None
-    top_scores: np.ndarray | None = None
+    answers: ServedAnswers | None = None
 
     def __post_init__(self) -> None:
         for name, dtype in _DTYPES.items():
             setattr(self, name, np.ascontiguousarray(getattr(self, name), dtype=dtype))
-        for name, dtype in _OPTIONAL_DTYPES.items():
-            if getattr(self, name) is not None:
-                setattr(self, name, np.ascontiguousarray(getattr(self, name), dtype=dtype))
 
     @property
     def n_items(self) -> int:
@@ -173,17 +207,15 @@ class Bundle:
             problems.append(
                 f"history_ts has shape {self.history_ts.shape}, want {self.history_items.shape}"
             )
-        if self.top_items is not None and (
-            self.top_items.ndim != 2
-            or self.top_items.shape[0] != n_users
-            or self.top_head is None
-            or self.top_head.shape != (n_users,)
-            or self.top_items.max(initial=-1) >= n_items
+        answers = self.answers
+        if answers is not None and (
+            answers.items.ndim != 2
+            or answers.items.shape[0] != n_users
+            or answers.head.shape != (n_users,)
+            or answers.items.max(initial=-1) >= n_items
         ):
             problems.append(f"top_items / top_head are not ({n_users}, K) / ({n_users},) positions")
-        if self.top_scores is not None and (
-            self.top_items is None or self.top_scores.shape != self.top_items.shape
-        ):
+        if answers is not None and answers.scores.shape != answers.items.shape:
             problems.append("top_scores must have the shape of top_items")
         if problems:
             raise ValueError("invalid bundle: " + "; ".join(problems))
@@ -192,9 +224,17 @@ class Bundle:
         """Write the bundle into folder ``path`` (created if needed)."""
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        names = [*_DTYPES, *(n for n in _OPTIONAL_DTYPES if getattr(self, n) is not None)]
-        np.savez(path / ARRAYS_FILE, **{name: getattr(self, name) for name in names})
-        text = json.dumps(self.metadata, indent=2, sort_keys=True, default=_json_default)
+        arrays = {name: getattr(self, name) for name in _DTYPES}
+        metadata = dict(self.metadata)
+        if self.answers is not None:
+            for name, (attr, _) in _ANSWER_ARRAYS.items():
+                arrays[name] = getattr(self.answers, attr)
+            metadata[_ANSWERS_KEY] = {
+                "policy": str(self.answers.policy),
+                "recent_slots": int(self.answers.recent_slots),
+            }
+        np.savez(path / ARRAYS_FILE, **arrays)
+        text = json.dumps(metadata, indent=2, sort_keys=True, default=_json_default)
         (path / METADATA_FILE).write_text(text + "\n")
 
     @classmethod
@@ -219,14 +259,23 @@ class Bundle:
                 raise DataValidationError(
                     f"bundle arrays missing: {missing}", file=str(arrays_file)
                 )
-            arrays = {
-                name: npz[name] for name in (*_DTYPES, *_OPTIONAL_DTYPES) if name in npz.files
+            arrays = {name: npz[name] for name in _DTYPES}
+            stored = {
+                attr: npz[name] for name, (attr, _) in _ANSWER_ARRAYS.items() if name in npz.files
             }
         try:
             metadata = json.loads(meta_file.read_text())
         except json.JSONDecodeError as exc:
             raise DataValidationError(f"not JSON: {exc}", file=str(meta_file)) from exc
-        bundle = cls(**arrays, metadata=metadata)
+        made_for = metadata.pop(_ANSWERS_KEY, None)
+        answers = None
+        # answers of an older layout (no scores) or made for an unknown ranking: ranked live
+        complete = len(stored) == len(_ANSWER_ARRAYS)
+        if complete and isinstance(made_for, dict) and set(made_for) == {"policy", "recent_slots"}:
+            answers = ServedAnswers(
+                **stored, policy=made_for["policy"], recent_slots=made_for["recent_slots"]
+            )
+        bundle = cls(**arrays, metadata=metadata, answers=answers)
         try:
             bundle.validate()
         except ValueError as exc:

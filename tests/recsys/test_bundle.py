@@ -10,7 +10,14 @@ import pytest
 from scipy import sparse
 
 from recsys import columns as C
-from recsys.bundle import ARRAYS_FILE, METADATA_FILE, Bundle, make_bundle, serving_lists
+from recsys.bundle import (
+    ARRAYS_FILE,
+    METADATA_FILE,
+    Bundle,
+    ServedAnswers,
+    make_bundle,
+    serving_lists,
+)
 from recsys.exceptions import DataValidationError, ModelNotFoundError
 from recsys.interactions import TrainingData
 from tests.helpers import DAY, make_events
@@ -178,6 +185,59 @@ def test_save_load_round_trip(tmp_path: Path) -> None:
         assert all(npz[name].dtype != object for name in npz.files)
 
 
+def answers_of(bundle: Bundle) -> ServedAnswers:
+    items = np.array([[1, 0], [-1, -1], [2, 1]])
+    return ServedAnswers(items, np.array([1, 0, 2]), np.ones((3, 2)), "blend", 3)
+
+
+def test_served_answers_round_trip(tmp_path: Path) -> None:
+    bundle = bundle_of(training_data(), metadata={"policy": "blend"})
+    bundle.answers = answers_of(bundle)
+    bundle.save(tmp_path / "b")
+    stored = json.loads((tmp_path / "b" / METADATA_FILE).read_text())
+    assert stored["precomputed"] == {"policy": "blend", "recent_slots": 3}
+    with np.load(tmp_path / "b" / ARRAYS_FILE) as npz:
+        assert {"top_items", "top_head", "top_scores"} <= set(npz.files)
+    loaded = Bundle.load(tmp_path / "b")
+    assert loaded.answers is not None
+    assert (loaded.answers.policy, loaded.answers.recent_slots) == ("blend", 3)
+    for name, dtype in (("items", np.int32), ("head", np.int8), ("scores", np.float64)):
+        restored = getattr(loaded.answers, name)
+        assert restored.dtype == dtype, name
+        np.testing.assert_array_equal(restored, getattr(bundle.answers, name), err_msg=name)
+    assert "precomputed" not in loaded.metadata  # said once, by the answers
+    assert loaded.metadata == bundle.metadata
+
+
+def test_answers_in_the_old_layout_load(tmp_path: Path) -> None:
+    """Bundles written before ServedAnswers: three loose arrays + metadata["precomputed"]."""
+    bundle = bundle_of(training_data())
+    bundle.save(tmp_path / "b")
+    with np.load(tmp_path / "b" / ARRAYS_FILE) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    answers = answers_of(bundle)
+    arrays.update(top_items=answers.items, top_head=answers.head, top_scores=answers.scores)
+    np.savez(tmp_path / "b" / ARRAYS_FILE, **arrays)
+    meta = json.loads((tmp_path / "b" / METADATA_FILE).read_text())
+    meta["precomputed"] = {"policy": "blend", "recent_slots": 3}
+    (tmp_path / "b" / METADATA_FILE).write_text(json.dumps(meta))
+    loaded = Bundle.load(tmp_path / "b").answers
+    assert loaded is not None and (loaded.policy, loaded.recent_slots) == ("blend", 3)
+    np.testing.assert_array_equal(loaded.items, answers.items)
+    # without scores (an older layout still) the answers are not used: ranked live
+    del arrays["top_scores"]
+    np.savez(tmp_path / "b" / ARRAYS_FILE, **arrays)
+    assert Bundle.load(tmp_path / "b").answers is None
+
+
+def test_load_rejects_inconsistent_answers(tmp_path: Path) -> None:
+    bundle = bundle_of(training_data())
+    bundle.answers = ServedAnswers(np.zeros((2, 5)), np.zeros(2), np.zeros((2, 5)), "blend", 5)
+    bundle.save(tmp_path / "b")
+    with pytest.raises(DataValidationError, match="top_items / top_head"):
+        Bundle.load(tmp_path / "b")
+
+
 def test_load_missing_folder_or_file(tmp_path: Path) -> None:
     with pytest.raises(ModelNotFoundError, match="arrays.npz"):
         Bundle.load(tmp_path / "nowhere")
@@ -213,7 +273,16 @@ def test_load_rejects_missing_array(tmp_path: Path) -> None:
         ("history_items", np.array([9, 0, 1, 1, 3, 2, 3, 1]), "outside"),
         ("bought_indptr", np.array([0, 1, 1]), "CSR"),
         ("item_available", np.array([True, False]), "item_available"),
-        ("top_scores", np.zeros((2, 5)), "top_scores must have the shape of top_items"),
+        (
+            "answers",
+            ServedAnswers(np.zeros((3, 5)), np.zeros(3), np.zeros((2, 5)), "blend", 5),
+            "top_scores must have the shape of top_items",
+        ),
+        (
+            "answers",
+            ServedAnswers(np.full((3, 5), 4), np.zeros(3), np.zeros((3, 5)), "blend", 5),
+            "top_items / top_head are not",
+        ),
     ],
 )
 def test_validate_names_the_broken_array(field: str, value: np.ndarray, message: str) -> None:

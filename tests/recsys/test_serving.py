@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from recsys.bundle import Bundle
+from recsys.exceptions import ConfigurationError
+from recsys.names import Policy, Source
 from recsys.serving import (
     POLICIES,
     REASON_CATEGORY,
@@ -17,10 +21,15 @@ from recsys.serving import (
     REASON_POPULAR,
     REASON_SIMILAR,
     REASON_VIEWED,
+    ItemSearch,
     Recommender,
+    get_policy,
+    precompute_answers,
 )
 
 V, C, P, F, S = REASON_VIEWED, REASON_CATEGORY, REASON_POPULAR, REASON_FOR_YOU, REASON_SIMILAR
+
+pytestmark = pytest.mark.model
 
 
 def csr(lists: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
@@ -131,7 +140,7 @@ def test_popular_policy(bundle) -> None:
 
 
 def test_unknown_visitor_without_session_gets_popular(bundle) -> None:
-    for policy in POLICIES:
+    for policy in Policy:
         rec = Recommender(bundle, policy=policy).recommend(999, 3)
         assert rec.item_ids == ids(6, 4, 3)
         assert rec.source == "popular"
@@ -187,7 +196,7 @@ def test_session_of_a_known_visitor_goes_before_stored_history(bundle) -> None:
 
 
 def test_k_larger_than_the_catalogue_and_k_zero(bundle) -> None:
-    for policy in POLICIES:
+    for policy in Policy:
         rec = Recommender(bundle, policy=policy)
         # 7 available items, 1 bought by visitor 1
         assert len(rec.recommend(1, 20).item_ids) == 6
@@ -196,6 +205,22 @@ def test_k_larger_than_the_catalogue_and_k_zero(bundle) -> None:
         assert (batch[0] >= 0).sum() == 6 and (batch[1] >= 0).sum() == 7
         assert rec.recommend(1, 0).item_ids == []
         assert rec.recommend_batch(np.array([1, 2]), 0).shape == (2, 0)
+
+
+def test_policy_registry_covers_every_name_and_rejects_unknown_ones() -> None:
+    assert set(POLICIES) == set(Policy)
+    assert all(
+        POLICIES[name].name is name and get_policy(name) is POLICIES[name] for name in Policy
+    )
+    with pytest.raises(ConfigurationError, match="'best'; expected one of: popular, recent, model"):
+        get_policy("best")
+
+
+def test_sources_are_source_values(bundle) -> None:
+    rec = Recommender(bundle, policy="blend")
+    answers = [rec.recommend(1, 3), rec.recommend(999, 3), rec.recommend(999, 3, [100])]
+    assert [a.source for a in answers] == [Source.BLEND, Source.POPULAR, Source.FOLD_IN]
+    assert all(type(a.source) is Source for a in answers)
 
 
 def test_bad_arguments(bundle) -> None:
@@ -226,7 +251,7 @@ def test_no_catalogue_at_all() -> None:
         histories=[[0]],
         bought=[[]],
     )
-    for policy in POLICIES:
+    for policy in Policy:
         rec = Recommender(empty, policy=policy)
         assert rec.recommend(1, 5).item_ids == []
         assert rec.recommend(7, 5, session_items=[100]).item_ids == []
@@ -294,7 +319,7 @@ def test_fast_top_k_is_exact(leaf_size: int) -> None:
             assert rec.exact_top_k(vector, k, exclude).tolist() == expected
 
 
-@pytest.mark.parametrize("policy", POLICIES)
+@pytest.mark.parametrize("policy", list(Policy))
 @pytest.mark.parametrize("candidates", [None, 30])
 def test_batch_equals_single(policy: str, candidates: int | None) -> None:
     bundle = random_bundle(1)
@@ -358,10 +383,29 @@ def test_bias_only_model_ranks_by_bias(bundle) -> None:
 
 
 def test_index_is_built_once_per_bundle(bundle) -> None:
-    first, second = Recommender(bundle, policy="model"), Recommender(bundle, policy="blend")
+    search = ItemSearch(bundle)
+    first = Recommender(bundle, policy="model", search=search)
+    second = Recommender(bundle, policy="blend", search=search)
     first.warm_up()
     second.warm_up()
-    assert first._index is second._index
+    assert first.search.index is second.search.index
+
+
+def test_without_a_shared_search_each_recommender_builds_its_own(bundle) -> None:
+    first, second = Recommender(bundle, policy="model"), Recommender(bundle, policy="blend")
+    assert first.search is not second.search
+    assert first.search._layout is None  # built on first use
+    first.warm_up()
+    assert first.search._layout is not None and second.search._layout is None
+    with pytest.raises(ConfigurationError, match="another bundle"):
+        Recommender(random_bundle(0), search=first.search)
+
+
+def test_concurrent_first_requests_build_the_index_once() -> None:
+    search = ItemSearch(random_bundle(0), leaf_size=8)
+    with ThreadPoolExecutor(4) as pool:
+        indexes = list(pool.map(lambda _: search.index, range(8)))
+    assert all(index is indexes[0] for index in indexes)
 
 
 @pytest.mark.parametrize("policy", ["model", "blend"])
@@ -371,13 +415,15 @@ def test_precomputed_answers_equal_the_live_ranking(
 ) -> None:
     live = Recommender(random_bundle(2), policy=policy, recent_slots=recent_slots, leaf_size=8)
     fast_bundle = random_bundle(2)
-    Recommender(fast_bundle, policy=policy, recent_slots=recent_slots).attach_precomputed(k=10)
+    fast_bundle.answers = precompute_answers(
+        Recommender(fast_bundle, policy=policy, recent_slots=recent_slots), k=10
+    )
     fast_bundle.save(tmp_path / "b")
     fast = Recommender(Bundle.load(tmp_path / "b"), policy=policy, recent_slots=recent_slots)
     # rows the model cannot fill are not stored; with ~540 available items for k=10 every
     # row is (measured 1.0 over seeds 0..19, both policies, recent_slots 1 and 5): > 0.9 only
     # makes sure the answers below come mostly from the table, not from live ranking
-    assert fast._top is not None and (fast._top[:, 0] >= 0).mean() > 0.9
+    assert fast.answers is not None and (fast.answers.items[:, 0] >= 0).mean() > 0.9
     for user in live.bundle.user_ids.tolist():
         for k in (1, 3, 5, 10, 12):  # 12 > stored width: ranked live
             assert fast.recommend(user, k) == live.recommend(user, k), (user, k)
@@ -388,12 +434,57 @@ def test_precomputed_answers_equal_the_live_ranking(
         )
 
 
-def test_precomputed_answers_are_ignored_by_another_policy() -> None:
+def test_precomputed_answers_are_ignored_by_another_policy(tmp_path: Path) -> None:
     bundle = random_bundle(3)
-    Recommender(bundle, policy="blend", recent_slots=2).attach_precomputed(k=10)
-    assert Recommender(bundle, policy="model")._top is None
-    assert Recommender(bundle, policy="blend", recent_slots=3)._top is None
-    assert Recommender(bundle, policy="blend", recent_slots=2, candidates=50)._top is None
-    assert Recommender(bundle, policy="blend", recent_slots=2)._top is not None
-    bundle.top_scores = None  # a bundle from before scores were stored: ranked live
-    assert Recommender(bundle, policy="blend", recent_slots=2)._top is None
+    bundle.answers = precompute_answers(Recommender(bundle, policy="blend", recent_slots=2), k=10)
+    assert Recommender(bundle, policy="model").answers is None
+    assert Recommender(bundle, policy="blend", recent_slots=3).answers is None
+    assert Recommender(bundle, policy="blend", recent_slots=2, candidates=50).answers is None
+    assert Recommender(bundle, policy="blend", recent_slots=2).answers is not None
+    # a bundle from before scores were stored: ranked live
+    bundle.save(tmp_path / "b")
+    with np.load(tmp_path / "b" / "arrays.npz") as npz:
+        arrays = {name: npz[name] for name in npz.files if name != "top_scores"}
+    np.savez(tmp_path / "b" / "arrays.npz", **arrays)
+    old = Bundle.load(tmp_path / "b")
+    assert Recommender(old, policy="blend", recent_slots=2).answers is None
+
+
+def test_answers_written_in_the_old_layout_still_serve(tmp_path: Path) -> None:
+    """Bundles written before ServedAnswers: the same arrays and metadata, written by hand."""
+    bundle = random_bundle(2)
+    rec = Recommender(bundle, policy="blend", recent_slots=2)
+    answers = precompute_answers(rec, k=10)
+    folder = tmp_path / "old"
+    bundle.save(folder)
+    with np.load(folder / "arrays.npz") as npz:
+        arrays = {name: npz[name] for name in npz.files}
+    arrays.update(top_items=answers.items, top_head=answers.head, top_scores=answers.scores)
+    np.savez(folder / "arrays.npz", **arrays)
+    metadata = json.loads((folder / "metadata.json").read_text())
+    metadata["precomputed"] = {"policy": "blend", "recent_slots": 2}
+    (folder / "metadata.json").write_text(json.dumps(metadata))
+    old = Recommender(Bundle.load(folder), policy="blend", recent_slots=2)
+    assert old.answers is not None
+    np.testing.assert_array_equal(old.answers.items, answers.items)
+    for user in bundle.user_ids.tolist():
+        assert old.recommend(user, 5) == rec.recommend(user, 5)
+
+
+def test_precomputed_answers_must_be_exact() -> None:
+    with pytest.raises(ConfigurationError, match="exact"):
+        precompute_answers(Recommender(random_bundle(2), candidates=30))
+
+
+@pytest.mark.parametrize("candidates", [None, 8])
+def test_excluded_items_never_come_back(candidates: int | None) -> None:
+    bundle = random_bundle(5)
+    rec = Recommender(bundle, policy="model", leaf_size=8, probe=1, candidates=candidates)
+    vectors = bundle.user_vectors
+    best = np.stack([rec.exact_top_k(v, 30) for v in vectors])  # each user's favourites
+    rows = np.repeat(np.arange(len(vectors)), 30)
+    batch = rec.search.top_k(vectors, 10, (rows, best.ravel()), rec.probe, candidates)
+    for user, vector in enumerate(vectors):
+        single = rec.top_k(vector, 10, exclude=best[user])
+        assert not set(single.tolist()) & set(best[user].tolist())
+        assert single.tolist() == batch[user][batch[user] >= 0].tolist()

@@ -13,7 +13,7 @@ from recsys.interactions import TrainingData
 from recsys.models.baselines import PopularityModel, RecentViewsModel
 from recsys.names import Policy
 from recsys.pipeline.config import HEADLINE_SEGMENT, HEADLINE_TARGET
-from recsys.serving import Recommender
+from recsys.serving import ItemSearch, Recommender
 
 #: name of each LightFM-based policy in result tables, by serving policy
 LIGHTFM_POLICIES: Final[Mapping[Policy, str]] = {
@@ -29,9 +29,14 @@ def policy_of(name: str) -> Policy:
     return next(policy for policy, label in LIGHTFM_POLICIES.items() if label == name)
 
 
-def lightfm_policies(bundle: Bundle) -> dict[str, Recommender]:
-    """LightFM alone and blended with the visitor's recent views, exactly as served."""
-    return {name: Recommender(bundle, policy=policy) for policy, name in LIGHTFM_POLICIES.items()}
+def lightfm_policies(bundle: Bundle, search: ItemSearch | None = None) -> dict[str, Recommender]:
+    """LightFM alone and blended with the visitor's recent views, exactly as served (sharing
+    one :class:`~recsys.serving.ItemSearch` of ``bundle``)."""
+    search = ItemSearch(bundle) if search is None else search
+    return {
+        name: Recommender(bundle, policy=policy, search=search)
+        for policy, name in LIGHTFM_POLICIES.items()
+    }
 
 
 def baseline_policies(data: TrainingData, lists: ServingLists) -> dict[str, Recommender]:

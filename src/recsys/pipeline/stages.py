@@ -48,7 +48,7 @@ from recsys.pipeline.fitting import fit_lightfm, served_bundle
 from recsys.pipeline.gate import GateDecision, gate
 from recsys.pipeline.report import log_results, mlflow_key, precision_curve_plot
 from recsys.pipeline.tuning import tune as search
-from recsys.serving import Recommender
+from recsys.serving import ItemSearch, Recommender, precompute_answers
 from recsys.split import TimeSplit, make_split
 from recsys.tracking import champion_version, configure, download_bundle, log_bundle_model
 
@@ -236,11 +236,13 @@ class _LearningCurve:
         )
         self.lists = serving_lists(data, cfg.popularity_window_days)
         self.bundle: Bundle | None = None
+        self.search: ItemSearch | None = None
 
     def __call__(self, epoch: int, model: LightFMModel) -> None:
         # diagnostic only: the epochs were chosen on the validation window, not here
         self.bundle = served_bundle(model, self.data, self.lists, self.params)
-        rec = {"lightfm": Recommender(self.bundle, policy=self.policy)}
+        self.search = ItemSearch(self.bundle)
+        rec = {"lightfm": Recommender(self.bundle, policy=self.policy, search=self.search)}
         table = score_policies(
             rec, {HEADLINE_TARGET: self.targets}, self.cfg.k, len(self.data.item_ids)
         )
@@ -277,7 +279,8 @@ def fit_and_evaluate(workdir: str | Path, settings: Settings | None = None) -> P
         curve = _LearningCurve(data, params, policy, targets[HEADLINE_TARGET], cfg)
         model = fit_lightfm(data, params, cfg.seed, cfg.popularity_window_days, curve, cfg.progress)
         bundle = curve.bundle or served_bundle(model, data, curve.lists, params)
-        rankers = {**baseline_policies(data, curve.lists), **lightfm_policies(bundle)}
+        served = lightfm_policies(bundle, curve.search)
+        rankers = {**baseline_policies(data, curve.lists), **served}
         results = score_policies(rankers, targets, cfg.k, len(data.item_ids))
         log_results(results)
         mlflow.log_figure(
@@ -296,7 +299,7 @@ def fit_and_evaluate(workdir: str | Path, settings: Settings | None = None) -> P
         }
     )
     if cfg.precompute_k:
-        Recommender(bundle, policy=policy).attach_precomputed(cfg.precompute_k)
+        bundle.answers = precompute_answers(served[LIGHTFM_POLICIES[policy]], cfg.precompute_k)
     bundle.save(folder.bundle_dir)
     results.to_parquet(folder.path / "results.parquet")
     _save_targets(folder, targets[HEADLINE_TARGET])

@@ -167,7 +167,9 @@ class ClusterIndex:
         self.bias_max = np.maximum.reduceat(bias_sorted, head).astype(np.float32)
         self.bias_min = np.minimum.reduceat(bias_sorted, head).astype(np.float32)
 
-    def _envelope(self, emb: np.ndarray, bias: np.ndarray, starts: np.ndarray):
+    def _envelope(
+        self, emb: np.ndarray, bias: np.ndarray, starts: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Centroids, bound table, its slopes and radii of consecutive item blocks.
 
         ``table[g, c]`` = max over items of block c of ``(g * dt) * |e - m_c| + bias``, a
