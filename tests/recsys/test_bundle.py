@@ -120,8 +120,31 @@ def test_lists_are_shared_read_only_by_bundles_of_the_same_data() -> None:
     lists = serving_lists(data)
     first = make_bundle(data, np.zeros((4, 1)), np.zeros((3, 1)), lists)
     second = make_bundle(data, np.ones((4, 1)), np.zeros((3, 1)), lists)
-    assert first.history_items is second.history_items is lists.history_items
+    assert first.history_items is second.history_items is lists.lists.history_items
+    assert first.covisit is second.covisit is lists.covisit
     assert not lists.popular.flags.writeable
+
+
+def test_history_counts_views_and_carts_per_item() -> None:
+    activity = bundle_of(training_data()).activity
+    assert activity is not None
+    # histories [30, 10, 20], [20, 40, 30], [40, 20] (see the test above)
+    bundle = bundle_of(training_data())
+    views = rows(bundle.history_indptr, activity.history_views)
+    carts = rows(bundle.history_indptr, activity.history_carts)
+    assert views == [[0, 2, 1], [1, 1, 1], [1, 1]]
+    assert carts == [[1, 0, 0], [0, 0, 0], [0, 1]]
+
+
+def test_item_counts_over_windows_ending_at_the_cutoff() -> None:
+    activity = bundle_of(training_data()).activity
+    assert activity is not None
+    # cutoff day 20: item 40 viewed on days 10 and 18 (1 in the last 7 days), 20 carted day 17
+    assert activity.column("views_7d").tolist() == [0, 1, 0, 1]
+    assert activity.column("carts_7d").tolist() == [0, 1, 0, 0]
+    assert activity.column("views_all").tolist() == [2, 3, 1, 2]
+    assert activity.column("buys_all").tolist() == [0, 0, 1, 0]
+    assert activity.column("views_1d").tolist() == [0, 0, 0, 0]
 
 
 def test_history_is_newest_first_deduplicated_and_without_purchases() -> None:

@@ -6,6 +6,9 @@
 
 from recsys.bundle.build import (
     ServingLists,
+    UserItemLists,
+    covisitation,
+    item_counts,
     make_bundle,
     popularity_ranking,
     serving_lists,
@@ -25,6 +28,9 @@ __all__ = [
     "ObliviousTrees",
     "ServedAnswers",
     "ServingLists",
+    "UserItemLists",
+    "covisitation",
+    "item_counts",
     "make_bundle",
     "popularity_ranking",
     "serving_lists",
