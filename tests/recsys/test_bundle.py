@@ -139,8 +139,9 @@ def test_history_counts_views_and_carts_per_item() -> None:
 def test_item_counts_over_windows_ending_at_the_cutoff() -> None:
     activity = bundle_of(training_data()).activity
     assert activity is not None
-    # cutoff day 20: item 40 viewed on days 10 and 18 (1 in the last 7 days), 20 carted day 17
-    assert activity.column("views_7d").tolist() == [0, 1, 0, 1]
+    # cutoff day 20, last 7 days: 20 viewed on days 15 and 16 and carted on day 17, 40 viewed
+    # on day 18 (and on day 10, outside the window)
+    assert activity.column("views_7d").tolist() == [0, 2, 0, 1]
     assert activity.column("carts_7d").tolist() == [0, 1, 0, 0]
     assert activity.column("views_all").tolist() == [2, 3, 1, 2]
     assert activity.column("buys_all").tolist() == [0, 0, 1, 0]
