@@ -14,15 +14,22 @@ from typing import Final
 class Policy(StrEnum):
     """A ranking policy: how the served list of a visitor is put together.
 
-    ``popular``: the popularity ranking. ``recent``: the visitor's own recently viewed or carted
-    items, then popular ones. ``model``: model scores. ``blend``: a few recent items first, then
-    model scores.
+    ``popular``: recent event-weighted popularity. ``popular_carts``: recent add-to-cart
+    counts. ``recent``: the visitor's own recently viewed or carted items, then popular ones.
+    ``recent_views``: the visitor's viewed items, most recent first, then the most carted ones.
+    ``covisit``: items co-visited with the visitor's recent items ("visitors who viewed X added
+    Y to cart"). ``model``: model scores. ``blend``: a few recent items first, then model
+    scores. ``ranker``: a learned ranker over candidates from all of the above.
     """
 
     POPULAR = "popular"
+    POPULAR_CARTS = "popular_carts"
     RECENT = "recent"
+    RECENT_VIEWS = "recent_views"
+    COVISIT = "covisit"
     MODEL = "model"
     BLEND = "blend"
+    RANKER = "ranker"
 
 
 class Source(StrEnum):
@@ -33,9 +40,13 @@ class Source(StrEnum):
     """
 
     POPULAR = "popular"
+    POPULAR_CARTS = "popular_carts"
     RECENT = "recent"
+    RECENT_VIEWS = "recent_views"
+    COVISIT = "covisit"
     MODEL = "model"
     BLEND = "blend"
+    RANKER = "ranker"
     FOLD_IN = "fold_in"
 
 

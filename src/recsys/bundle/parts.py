@@ -46,10 +46,9 @@ class ServedAnswers:
     Attributes
     ----------
     items : numpy.ndarray
-        int32 (n_users, K) item positions; a row of -1 where not precomputed (popular
-        padding: those visitors are ranked live).
-    head : numpy.ndarray
-        int8 (n_users,) how many of a row's items lead from the visitor's history.
+        int32 (n_users, K) item positions, -1 where fewer are allowed.
+    reasons : numpy.ndarray
+        int8 (n_users, K) why each item is shown (codes of ``recsys.serving.REASONS``).
     scores : numpy.ndarray
         float64 (n_users, K) their scores (the bits live ranking computes).
     policy : str
@@ -61,12 +60,12 @@ class ServedAnswers:
     KEY: ClassVar[str] = "precomputed"
     ARRAYS: ClassVar[_ArraySpec] = {
         "top_items": ("items", np.int32),
-        "top_head": ("head", np.int8),
+        "top_reasons": ("reasons", np.int8),
         "top_scores": ("scores", np.float64),
     }
 
     items: np.ndarray
-    head: np.ndarray
+    reasons: np.ndarray
     scores: np.ndarray
     policy: str
     recent_slots: int
@@ -87,17 +86,15 @@ class ServedAnswers:
 
     def problems(self, n_items: int, n_users: int, history_len: int) -> list[str]:
         """What is inconsistent with a bundle of these sizes."""
-        found = []
         if (
             self.items.ndim != 2
             or self.items.shape[0] != n_users
-            or self.head.shape != (n_users,)
             or self.items.max(initial=-1) >= n_items
         ):
-            found.append(f"top_items / top_head are not ({n_users}, K) / ({n_users},) positions")
-        if self.scores.shape != self.items.shape:
-            found.append("top_scores must have the shape of top_items")
-        return found
+            return [f"top_items are not ({n_users}, K) item positions"]
+        if self.reasons.shape != self.items.shape or self.scores.shape != self.items.shape:
+            return ["top_reasons and top_scores must have the shape of top_items"]
+        return []
 
 
 @dataclass(frozen=True)

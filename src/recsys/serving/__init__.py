@@ -21,6 +21,7 @@ from recsys.serving.recommender import (
     REASON_POPULAR,
     REASON_SIMILAR,
     REASON_VIEWED,
+    REASONS,
     Recommendation,
     Recommender,
 )
@@ -33,6 +34,7 @@ __all__ = [
     "REASON_POPULAR",
     "REASON_SIMILAR",
     "REASON_VIEWED",
+    "REASONS",
     "ItemSearch",
     "RankingPolicy",
     "Recommendation",

@@ -12,7 +12,6 @@ import numpy as np
 
 from recsys.bundle import ServedAnswers
 from recsys.exceptions import ConfigurationError
-from recsys.serving.index import exact_scores
 from recsys.serving.recommender import Recommender
 from recsys.serving.search import single_threaded_blas
 
@@ -26,16 +25,16 @@ def precompute_answers(recommender: Recommender, k: int = 10, chunk: int = 2048)
         The ranking to store (exact: ``candidates`` must be None).
     k : int
         Items stored per visitor. Any ``k' <= k`` answer is a prefix (the head takes
-        ``min(recent_slots, k')`` history items, the model ranks the rest canonically), so
-        one table serves every request size up to ``k``.
+        ``min(recent_slots, k')`` history items, the model or the scorer ranks the rest
+        canonically), so one table serves every request size up to ``k``.
     chunk : int
         Visitors ranked together.
 
     Returns
     -------
     ServedAnswers
-        Rows the model cannot fill (popular padding) are -1 (scores NaN): those visitors are
-        ranked live.
+        Items, reason codes and scores of every known visitor's list (-1 where fewer than
+        ``k`` items are allowed).
 
     Raises
     ------
@@ -46,17 +45,15 @@ def precompute_answers(recommender: Recommender, k: int = 10, chunk: int = 2048)
         raise ConfigurationError("precomputed answers must be exact: use candidates=None")
     b = recommender.bundle
     items = np.full((b.n_users, k), -1, dtype=np.int32)
-    heads = np.zeros(b.n_users, dtype=np.int8)
+    reasons = np.zeros((b.n_users, k), dtype=np.int8)
     scores = np.full((b.n_users, k), np.nan)
     with single_threaded_blas():
         for s in range(0, b.n_users, chunk):
             users = np.arange(s, min(s + chunk, b.n_users))
-            out, n_head, n_model = recommender.rank_known(users, k)
-            full = n_head + n_model == k
-            items[users[full]] = out[full]
-            heads[users] = np.minimum(n_head, 127)
-            w = b.user_vectors[users[full], None, :]
-            scores[users[full]] = exact_scores(w, b.item_vectors[out[full]])
+            ranked, codes, values = recommender.rank_known(users, k)
+            items[users] = ranked.items
+            reasons[users] = codes
+            scores[users] = values
     return ServedAnswers(
-        items, heads, scores, policy=recommender.policy, recent_slots=recommender.recent_slots
+        items, reasons, scores, policy=recommender.policy, recent_slots=recommender.recent_slots
     )

@@ -1,20 +1,20 @@
 """The request API: :class:`Recommender` answers one visitor or many, with reasons.
 
-It applies the filters (never a bought or unavailable item, never a duplicate), the fallbacks
-(an unknown visitor gets the fold-in of their session items, else popular items), explains
-every item, memoises the answer of unknown visitors without session (most traffic) and
-serves known visitors without session from the bundle's precomputed answers
-(:class:`~recsys.bundle.ServedAnswers`) when they were made for its ranking. Visitors with
-online events, rows not precomputed and requests for more items than were stored are ranked
-per request, by the same composition (:func:`~recsys.serving.policies.compose`) that batch
-ranking and the precomputed answers use.
+It applies the filters (never a bought item, never a duplicate; unavailable items as the
+policy says), the fallbacks (an unknown visitor gets the fold-in of their session items, else
+popular items), explains every item, memoises the answer of unknown visitors without session
+(most traffic) and serves known visitors without session from the bundle's precomputed
+answers (:class:`~recsys.bundle.ServedAnswers`) when they were made for its ranking. Every
+list, for one visitor or many, with or without online events, is ranked by one method
+(:meth:`Recommender.rank`): the policy's composition (:func:`~recsys.serving.policies.compose`)
+or its scored candidates (:func:`~recsys.serving.policies.rank_scored`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 from numpy.typing import NDArray
@@ -23,15 +23,43 @@ from recsys.arrays import index_of
 from recsys.bundle import Bundle, ServedAnswers
 from recsys.exceptions import ConfigurationError
 from recsys.names import DEFAULT_POLICY, DEFAULT_RECENT_SLOTS, Policy, Source
+from recsys.serving.features import (
+    COVISIT_SOURCE,
+    HISTORY_SOURCE,
+    MODEL_SOURCE,
+    History,
+    Visits,
+    candidates,
+    feature_names,
+)
 from recsys.serving.index import exact_scores
-from recsys.serving.policies import Plan, Ranked, Vector, compose, get_policy
+from recsys.serving.policies import (
+    PART_HISTORY,
+    PART_MODEL,
+    PART_POPULAR,
+    PART_SIMILAR,
+    Padding,
+    Plan,
+    Ranked,
+    Scorer,
+    Vector,
+    compose,
+    get_policy,
+    rank_scored,
+)
 from recsys.serving.search import Exclusions, ItemSearch, no_exclusions, single_threaded_blas
 
 REASON_VIEWED = "you viewed it"
 REASON_SIMILAR = "similar to an item you viewed"
+REASON_FOR_YOU = "recommended for you"
 REASON_CATEGORY = "popular in its category"
 REASON_POPULAR = "popular now"
-REASON_FOR_YOU = "recommended for you"
+#: reasons by code (the codes stored in precomputed answers)
+REASONS: Final = (REASON_VIEWED, REASON_SIMILAR, REASON_FOR_YOU, REASON_CATEGORY, REASON_POPULAR)
+_VIEWED, _SIMILAR, _FOR_YOU, _CATEGORY, _POPULAR = range(5)
+
+#: model candidates of a scored policy per visitor
+MODEL_CANDIDATES = 50
 
 _EMPTY = np.zeros(0, dtype=np.int64)
 _EMPTY.flags.writeable = False
@@ -41,8 +69,9 @@ _EMPTY.flags.writeable = False
 class Recommendation:
     """One answer: parallel lists of items, scores and reasons, plus where they came from.
 
-    ``scores`` are model scores ``user_vector . item_vector`` (for unknown visitors without
-    session the user vector is ``[0, ..., 0, 1]``, i.e. the item bias).
+    ``scores`` are model scores ``user_vector . item_vector`` for composed policies (for
+    unknown visitors without session the user vector is ``[0, ..., 0, 1]``, i.e. the item
+    bias) and the scorer's scores for scored ones (NaN for popular padding).
     """
 
     user_id: int
@@ -69,10 +98,7 @@ class Recommender:
     bundle : Bundle
         The model to serve.
     policy : str
-        A name of :data:`~recsys.serving.policies.POLICIES` (a
-        :class:`~recsys.names.Policy`): ``"model"`` (model scores), ``"popular"``,
-        ``"recent"`` (the visitor's own viewed / carted items, most recent first, then
-        popular), ``"blend"`` (up to ``recent_slots`` recent items first, then model scores).
+        A name of :data:`~recsys.serving.policies.POLICIES` (a :class:`~recsys.names.Policy`).
     candidates : int, optional
         None (default): exact top-k. An int caps the items scored per user after the probe
         (approximate; bounds the worst-case latency).
@@ -88,17 +114,21 @@ class Recommender:
     search : ItemSearch, optional
         The model top-k of ``bundle``, shared with other Recommenders of that bundle; default:
         a new one (its index is built on first use).
+    filter_unavailable : bool, optional
+        Override the policy's rule on items flagged unavailable (e.g. a shop that keeps the
+        flag fresh wants them never shown).
 
     Raises
     ------
     ConfigurationError
-        For an unknown policy, ``candidates < 1`` or a ``search`` of another bundle.
+        For an unknown policy, ``candidates < 1``, a ``search`` of another bundle, or a
+        policy the bundle cannot serve (a learned ranker it does not carry).
 
     Notes
     -----
-    Never returns an item the user bought or an unavailable item, never a duplicate, and
-    exactly ``k`` items whenever that many are allowed (padding with popular items). Model
-    ties are broken by popularity, so a model with constant scores ranks like ``"popular"``.
+    Never returns an item the user bought, never a duplicate, and exactly ``k`` items whenever
+    that many are allowed (padding with popular items). Model ties are broken by popularity,
+    so a model with constant scores ranks like ``"popular"``.
     """
 
     def __init__(
@@ -110,6 +140,7 @@ class Recommender:
         leaf_size: int = 64,
         probe: int = 8,
         search: ItemSearch | None = None,
+        filter_unavailable: bool | None = None,
     ) -> None:
         self.ranking = get_policy(policy)
         if candidates is not None and candidates < 1:
@@ -124,7 +155,36 @@ class Recommender:
         self.recent_slots = max(0, int(recent_slots))
         self.probe = max(1, int(probe))
         self.search = search if search is not None else ItemSearch(bundle, leaf_size)
+        self.filter_unavailable = (
+            self.ranking.filter_unavailable if filter_unavailable is None else filter_unavailable
+        )
+        self._rank_of = np.empty(bundle.n_items, dtype=np.int64)
+        self._rank_of[bundle.popular] = np.arange(bundle.n_items)
+        self.padding = self._padding()
+        if self.ranking.scorer is not Scorer.NONE:
+            names = feature_names(bundle)  # raises for a bundle without the parts it needs
+            if self.ranking.scorer is Scorer.RANKER and (
+                bundle.ranker is None or bundle.ranker.feature_names != names
+            ):
+                raise ConfigurationError(
+                    "policy 'ranker' needs a bundle with a learned ranker over the features "
+                    f"{', '.join(names)}"
+                )
         self._cold: dict[int, Recommendation] = {}
+
+    def _padding(self) -> NDArray[np.int64]:
+        """Item positions, most popular first by the policy's popularity, allowed ones only."""
+        b = self.bundle
+        order = b.popular.astype(np.int64)
+        if self.ranking.padding is Padding.CARTS:
+            if b.activity is None:
+                raise ConfigurationError(
+                    f"policy {self.policy!r} needs the bundle's activity counts (an older "
+                    "bundle has none)"
+                )
+            carts_7d, carts_28d = b.activity.column("carts_7d"), b.activity.column("carts_28d")
+            order = np.lexsort((self._rank_of, -carts_28d, -carts_7d)).astype(np.int64)
+        return order[b.item_available[order]] if self.filter_unavailable else order
 
     @property
     def answers(self) -> ServedAnswers | None:
@@ -140,11 +200,13 @@ class Recommender:
         return answers
 
     def warm_up(self) -> None:
-        """Build the index and answer one request now, so that no visitor pays for either
-        (the first ``recommend`` would do the same)."""
+        """Build the index and answer requests now, so that no visitor pays for either."""
+        self.search.build()
         if self.bundle.n_users:
             self.recommend(int(self.bundle.user_ids[0]), 5)
-        self.search.build()
+        if self.bundle.n_items:
+            cold = int(self.bundle.user_ids[-1]) + 1 if self.bundle.n_users else 0
+            self.recommend(cold, 5, session_items=[int(self.bundle.item_ids[0])])
 
     # ------------------------------------------------------------------ one visitor
 
@@ -154,6 +216,10 @@ class Recommender:
         k: int = 5,
         session_items: Sequence[int] = (),
         session_bought: Sequence[int] = (),
+        *,
+        session_times: Sequence[int] | None = None,
+        session_carts: Sequence[int] = (),
+        now_ms: int | None = None,
     ) -> Recommendation:
         """Top-``k`` items for one visitor.
 
@@ -164,19 +230,26 @@ class Recommender:
         k : int
             Number of items (>= 0).
         session_items : sequence of int
-            Item ids the visitor interacted with online since the bundle was built, in the
+            Item ids the visitor viewed or carted online since the bundle was built, in the
             order the events happened (oldest first). For a known visitor they go in front
             of the stored history; for an unknown one they drive the fold-in. Unknown item
             ids are ignored.
         session_bought : sequence of int
             Item ids bought online: never recommended.
+        session_times : sequence of int, optional
+            Epoch ms of each of ``session_items`` (default: ``now_ms``).
+        session_carts : sequence of int
+            Those of ``session_items`` that were added to cart.
+        now_ms : int, optional
+            When the visitor is ranked (ages are measured from it); default: the last session
+            event, or the bundle's cutoff without session.
 
         Returns
         -------
         Recommendation
             ``source`` is the policy for a known visitor; for an unknown one with known
-            session items ``"fold_in"`` (policies model / blend) or the policy name (recent /
-            popular); ``"popular"`` otherwise.
+            session items ``"fold_in"`` (policies that fold in) or the policy name;
+            ``"popular"`` otherwise.
         """
         if k < 0:
             raise ValueError(f"k must be >= 0, got {k}")
@@ -184,20 +257,24 @@ class Recommender:
         user = int(b.user_ids.searchsorted(user_id))
         if user >= b.n_users or b.user_ids[user] != user_id:
             user = -1
-        if len(session_items) or len(session_bought):
-            return self._recommend_live(user_id, user, k, session_items, session_bought)
-        if user >= 0:
+        session = len(session_items) or len(session_bought) or len(session_carts)
+        if not session and user >= 0:
             answers = self.answers
-            if answers is not None and k <= answers.items.shape[1] and answers.items[user, 0] >= 0:
+            if answers is not None and k <= answers.items.shape[1]:
                 return self._explain(answers, user_id, user, k)
-            return self._recommend_live(user_id, user, k, (), ())
-        # an unknown visitor without session: the answer depends on nothing but k (most
-        # traffic is such one-off visitors), computed once per k
-        cold = self._cold.get(k)
-        if cold is None:
-            cold = self._cold[k] = self._recommend_live(user_id, user, k, (), ())
-        return Recommendation(
-            int(user_id), [*cold.item_ids], [*cold.scores], [*cold.reasons], cold.source
+        if not session and user < 0:
+            # an unknown visitor without session: the answer depends on nothing but k (most
+            # traffic is such one-off visitors), computed once per k
+            cold = self._cold.get(k)
+            if cold is None:
+                cold = self._cold[k] = self._recommend_live(
+                    user_id, user, k, (), (), None, (), None
+                )
+            return Recommendation(
+                int(user_id), [*cold.item_ids], [*cold.scores], [*cold.reasons], cold.source
+            )
+        return self._recommend_live(
+            user_id, user, k, session_items, session_bought, session_times, session_carts, now_ms
         )
 
     def _recommend_live(
@@ -207,95 +284,234 @@ class Recommender:
         k: int,
         session_items: Sequence[int],
         session_bought: Sequence[int],
+        session_times: Sequence[int] | None,
+        session_carts: Sequence[int],
+        now_ms: int | None,
     ) -> Recommendation:
         """:meth:`recommend` ranked now; ``user`` is the bundle position (-1: unknown)."""
-        b = self.bundle
-        stored = b.history(user).astype(np.int64) if user >= 0 else _EMPTY
-        bought = b.bought(user).astype(np.int64) if user >= 0 else _EMPTY
-        sess = _EMPTY
-        if len(session_items):
-            sess = index_of(b.item_ids, np.asarray(session_items, dtype=np.int64)[::-1])
-            sess = sess[sess >= 0]
-        hist = stored
-        if len(sess):
-            hist = np.concatenate([sess, stored])
-            _, first = np.unique(hist, return_index=True)
-            hist = hist[np.sort(first)]  # dedup, most recent first
-        if len(session_bought):
-            sold = index_of(b.item_ids, np.asarray(session_bought, dtype=np.int64))
-            bought = np.concatenate([bought, sold[sold >= 0]])
-
+        visits, has_session = self._visit(
+            user, session_items, session_bought, session_times, session_carts, now_ms
+        )
         if user >= 0:
             plan = self.ranking.known(k, self.recent_slots)
         else:
-            plan = self.ranking.unknown(k, self.recent_slots, session=len(sess) > 0)
-        w = self._vector(plan, user, sess)
-        ranked = compose(
-            self.search,
-            w[None] if self._ranks_by_model(plan) else None,
-            (np.zeros(len(hist), dtype=np.int64), hist),
-            (np.zeros(len(bought), dtype=np.int64), bought),
-            1,
-            k,
-            plan.head,
-            self.probe,
-            self.candidates,
-        )
-        pos = ranked.items[0]
-        pos = pos[pos >= 0]
-        n_head, n_model = int(ranked.n_head[0]), int(ranked.n_model[0])
-        scores = exact_scores(w, b.item_vectors[pos])
-        padded = len(pos) > n_head + n_model
-        seen = set(b.item_category[hist].tolist()) - {-1} if padded else set()
-        model_reason = REASON_FOR_YOU if user >= 0 else REASON_SIMILAR
-        reasons = [REASON_VIEWED] * n_head + [model_reason] * n_model
-        reasons += [
-            REASON_CATEGORY if category in seen else REASON_POPULAR
-            for category in b.item_category[pos[n_head + n_model :]].tolist()
-        ]
+            plan = self.ranking.unknown(k, self.recent_slots, session=has_session)
+        visits = self._with_vectors(visits, plan, np.array([user]))
+        ranked = self.rank(visits, plan, k)
+        codes, scores = self._explained(visits, plan, ranked)
+        size = int((ranked.items[0] >= 0).sum())
         return Recommendation(
             user_id=int(user_id),
-            item_ids=b.item_ids[pos].tolist(),
-            scores=scores.tolist(),
-            reasons=reasons,
+            item_ids=self.bundle.item_ids[ranked.items[0, :size]].tolist(),
+            scores=scores[0, :size].tolist(),
+            reasons=[REASONS[c] for c in codes[0, :size].tolist()],
             source=plan.source,
         )
 
-    def _ranks_by_model(self, plan: Plan) -> bool:
-        """Whether the model ranks after the head: a constant model (e.g. a baseline's zero
-        vectors) ranks exactly like the popular padding, which then also explains its items
-        honestly."""
-        return plan.model and not self.search.constant
-
-    def _vector(self, plan: Plan, user: int, session: NDArray[np.int64]) -> NDArray[np.float32]:
-        """The float32 vector scoring ``plan``'s list."""
+    def _visit(
+        self,
+        user: int,
+        session_items: Sequence[int],
+        session_bought: Sequence[int],
+        session_times: Sequence[int] | None,
+        session_carts: Sequence[int],
+        now_ms: int | None,
+    ) -> tuple[Visits, bool]:
+        """One visitor's stored history merged with their session (vectors not set yet);
+        and whether any session item is known to the bundle."""
         b = self.bundle
-        w: NDArray[np.float32]
+        stored = (
+            self._known_history(np.array([user]))
+            if user >= 0
+            else History(_EMPTY, _EMPTY, _EMPTY, _EMPTY, _EMPTY)
+        )
+        bought = b.bought(user).astype(np.int64) if user >= 0 else _EMPTY
+        ids = np.asarray(session_items, dtype=np.int64)
+        pos = index_of(b.item_ids, ids)
+        known_now = self._now(stored.times, now_ms, session_times)
+        times = (
+            np.full(len(ids), known_now, dtype=np.int64)
+            if session_times is None
+            else np.asarray(session_times, dtype=np.int64)
+        )
+        carted = np.isin(ids, np.asarray(session_carts, dtype=np.int64))
+        ok = pos >= 0
+        pos, times, carted = pos[ok], times[ok], carted[ok]
+        # the session first (newer), then the stored history; each item once, counts summed
+        items = np.concatenate([pos[::-1], stored.items])
+        all_times = np.concatenate([times[::-1], stored.times])
+        views = np.concatenate([(~carted[::-1]).astype(np.int64), stored.views])
+        carts = np.concatenate([carted[::-1].astype(np.int64), stored.carts])
+        uniq, first, inverse = np.unique(items, return_index=True, return_inverse=True)
+        order = np.argsort(first, kind="stable")  # most recent first, as listed
+        last = np.full(len(uniq), np.iinfo(np.int64).min, dtype=np.int64)
+        np.maximum.at(last, inverse, all_times)
+        merged = History(
+            rows=np.zeros(len(uniq), dtype=np.int64),
+            items=uniq[order],
+            times=last[order],
+            views=np.bincount(inverse, weights=views, minlength=len(uniq)).astype(np.int64)[order],
+            carts=np.bincount(inverse, weights=carts, minlength=len(uniq)).astype(np.int64)[order],
+        )
+        if len(session_bought):
+            sold = index_of(b.item_ids, np.asarray(session_bought, dtype=np.int64))
+            bought = np.concatenate([bought, sold[sold >= 0]])
+        visits = Visits(
+            known=np.array([user >= 0]),
+            now_ms=np.array([known_now], dtype=np.int64),
+            vectors=np.zeros((1, b.item_vectors.shape[1]), dtype=np.float32),
+            history=merged,
+            bought=(np.zeros(len(bought), dtype=np.int64), bought),
+        )
+        return visits, len(pos) > 0
+
+    def _now(
+        self, stored: NDArray[np.int64], now_ms: int | None, times: Sequence[int] | None
+    ) -> int:
+        """The ranking time: given, else the last session event, else the bundle's cutoff."""
+        if now_ms is not None:
+            return int(now_ms)
+        if times is not None and len(times):
+            return int(max(times))
+        cutoff = self.bundle.metadata.get("cutoff_ms")
+        return int(cutoff) if cutoff is not None else int(stored.max(initial=0))
+
+    def _known_history(self, users: NDArray[np.int64]) -> History:
+        """The stored histories of known visitors (bundle positions), with their counts."""
+        b = self.bundle
+        rows, items = _csr_rows(b.history_indptr, b.history_items, users)
+        times = _csr_rows(b.history_indptr, b.history_ts, users)[1]
+        if b.activity is not None:
+            views = _csr_rows(b.history_indptr, b.activity.history_views, users)[1]
+            carts = _csr_rows(b.history_indptr, b.activity.history_carts, users)[1]
+        else:  # an older bundle: one view each
+            views, carts = np.ones(len(items), dtype=np.int64), np.zeros(len(items), np.int64)
+        return History(rows, items, times, views, carts)
+
+    def _with_vectors(self, visits: Visits, plan: Plan, users: NDArray[np.int64]) -> Visits:
+        """``visits`` with the vectors of ``plan`` (user, session fold-in or bias)."""
+        b = self.bundle
+        vectors: NDArray[Any]
         if plan.vector is Vector.USER:
-            w = b.user_vectors[user].astype(np.float32)
+            vectors = b.user_vectors[users].astype(np.float32)
         elif plan.vector is Vector.SESSION:
-            w = np.append(b.item_vectors[session, :-1].mean(axis=0), 1.0).astype(np.float32)
+            hist = visits.history
+            sums = np.zeros((visits.n, b.item_vectors.shape[1] - 1))
+            np.add.at(sums, hist.rows, b.item_vectors[hist.items, :-1])
+            counts = np.maximum(np.bincount(hist.rows, minlength=visits.n), 1)
+            vectors = np.hstack([sums / counts[:, None], np.ones((visits.n, 1))])
         else:  # nothing known of the visitor: the score of an all-zero embedding, the item bias
-            w = np.zeros(b.item_vectors.shape[1], dtype=np.float32)
-            w[-1] = 1.0
-        return w
+            vectors = np.zeros((visits.n, b.item_vectors.shape[1]))
+            vectors[:, -1] = 1.0
+        return Visits(
+            visits.known,
+            visits.now_ms,
+            vectors.astype(np.float32),
+            visits.history,
+            visits.bought,
+        )
 
     def _explain(self, answers: ServedAnswers, user_id: int, user: int, k: int) -> Recommendation:
-        """The precomputed answer of a known visitor: history items first, then the model's."""
-        b = self.bundle
-        n_head = min(int(answers.head[user]), k)
+        """The precomputed answer of a known visitor."""
+        items = answers.items[user, :k]
+        size = int((items >= 0).sum())
         return Recommendation(
             user_id=int(user_id),
-            item_ids=b.item_ids[answers.items[user, :k]].tolist(),
-            scores=answers.scores[user, :k].tolist(),
-            reasons=[REASON_VIEWED] * n_head + [REASON_FOR_YOU] * (k - n_head),
+            item_ids=self.bundle.item_ids[items[:size]].tolist(),
+            scores=answers.scores[user, :size].tolist(),
+            reasons=[REASONS[c] for c in answers.reasons[user, :size].tolist()],
             source=self.ranking.known(k, self.recent_slots).source,
         )
 
-    # ------------------------------------------------------------------ many visitors
+    # ------------------------------------------------------------------ any number of visitors
 
-    def rank_known(self, users: NDArray[np.int64], k: int) -> Ranked:
-        """The lists :meth:`recommend` ranks for known visitors without session.
+    def rank(self, visits: Visits, plan: Plan, k: int) -> Ranked:
+        """The lists of ``k`` items of ``visits`` under ``plan``: the one ranking every path
+        (one visitor, a batch, precomputed answers) goes through."""
+        b = self.bundle
+        history = (visits.history.rows, visits.history.items)
+        if plan.scorer is Scorer.NONE:
+            if self.ranking.views_only:
+                viewed = visits.history.views > 0
+                history = (history[0][viewed], history[1][viewed])
+            by_model = plan.model and not self.search.constant
+            return compose(
+                self.search,
+                visits.vectors if by_model else None,
+                history,
+                visits.bought,
+                visits.n,
+                k,
+                plan.head,
+                self.padding,
+                self.filter_unavailable,
+                self.probe,
+                self.candidates,
+            )
+        cand = candidates(b, self.search, visits, n_model=MODEL_CANDIDATES if plan.model else 0)
+        names = feature_names(b)
+        if plan.scorer is Scorer.RANKER:
+            assert b.ranker is not None
+            scores = b.ranker.predict(cand.x)
+        else:  # co-visitation weight: only co-visited candidates are ranked by it
+            covisit = cand.x[:, names.index("covisit")].astype(np.float64)
+            scores = np.where(covisit > 0, covisit, np.nan)
+        if self.filter_unavailable:
+            scores = np.where(b.item_available[cand.items], scores, np.nan)
+        parts = np.select(
+            [
+                (cand.sources & HISTORY_SOURCE) > 0,
+                (cand.sources & COVISIT_SOURCE) > 0,
+                (cand.sources & MODEL_SOURCE) > 0,
+            ],
+            [PART_HISTORY, PART_SIMILAR, PART_MODEL],
+            PART_POPULAR,
+        ).astype(np.int8)
+        return rank_scored(
+            cand.rows,
+            cand.items,
+            scores,
+            parts,
+            visits.n,
+            k,
+            self._rank_of,
+            self.padding,
+            visits.bought,
+            b.n_items,
+        )
+
+    def _explained(
+        self, visits: Visits, plan: Plan, ranked: Ranked
+    ) -> tuple[NDArray[np.int8], NDArray[np.float64]]:
+        """Reason codes and scores of ranked lists."""
+        b = self.bundle
+        items, parts = ranked.items, ranked.parts
+        valid = items >= 0
+        pos = np.maximum(items, 0)
+        codes = np.full(items.shape, _POPULAR, dtype=np.int8)
+        codes[parts == PART_HISTORY] = _VIEWED
+        codes[parts == PART_SIMILAR] = _SIMILAR
+        model = parts == PART_MODEL
+        known = np.broadcast_to(visits.known[:, None], items.shape)
+        codes[model] = np.where(known, _FOR_YOU, _SIMILAR)[model]
+        # popular items in a category the visitor has seen are explained by it
+        n_cats = int(b.item_category.max(initial=0)) + 2
+        hist = visits.history
+        seen = np.unique(hist.rows * n_cats + b.item_category[hist.items] + 1)
+        row_of = np.broadcast_to(np.arange(len(items))[:, None], items.shape)
+        in_seen = index_of(seen, row_of * n_cats + b.item_category[pos] + 1) >= 0
+        codes[(parts == PART_POPULAR) & in_seen & (b.item_category[pos] >= 0)] = _CATEGORY
+        if plan.scorer is Scorer.NONE:
+            scores = exact_scores(visits.vectors[:, None, :], b.item_vectors[pos])
+        else:
+            scores = ranked.scores
+        return codes, np.where(valid, scores, np.nan)
+
+    def rank_known(
+        self, users: NDArray[np.int64], k: int
+    ) -> tuple[Ranked, NDArray[np.int8], NDArray[np.float64]]:
+        """The lists :meth:`recommend` ranks for known visitors without session, with their
+        reason codes and scores.
 
         Parameters
         ----------
@@ -303,25 +519,22 @@ class Recommender:
             Bundle positions of the visitors.
         k : int
             Items per visitor.
-
-        Returns
-        -------
-        Ranked
-            Item positions (-1 padded) and how many come from the history and the model.
         """
         b = self.bundle
         plan = self.ranking.known(k, self.recent_slots)
-        return compose(
-            self.search,
-            b.user_vectors[users] if self._ranks_by_model(plan) else None,
-            _csr_rows(b.history_indptr, b.history_items, users),
-            _csr_rows(b.bought_indptr, b.bought_items, users),
-            len(users),
-            k,
-            plan.head,
-            self.probe,
-            self.candidates,
+        history = self._known_history(users)
+        now = self._now(history.times, None, None)
+        visits = Visits(
+            known=np.ones(len(users), dtype=bool),
+            now_ms=np.full(len(users), now, dtype=np.int64),
+            vectors=np.zeros((len(users), b.item_vectors.shape[1]), dtype=np.float32),
+            history=history,
+            bought=_csr_rows(b.bought_indptr, b.bought_items, users),
         )
+        visits = self._with_vectors(visits, plan, users)
+        ranked = self.rank(visits, plan, k)
+        codes, scores = self._explained(visits, plan, ranked)
+        return ranked, codes, scores
 
     def recommend_batch(
         self, user_ids: NDArray[np.integer[Any]], k: int, chunk: int = 2048
@@ -350,13 +563,13 @@ class Recommender:
         users = index_of(b.user_ids, np.asarray(user_ids, dtype=np.int64).ravel())
         result = np.full((len(users), k), -1, dtype=np.int64)
         cold = np.flatnonzero(users < 0)
-        pad = b.item_ids[self.search.popular[:k]]
+        pad = b.item_ids[self.padding[:k]]
         result[cold[:, None], np.arange(len(pad))[None, :]] = pad
         warm = np.flatnonzero(users >= 0)
         with single_threaded_blas():
             for s in range(0, len(warm), chunk):
                 rows = warm[s : s + chunk]
-                out = self.rank_known(users[rows], k).items
+                out = self.rank_known(users[rows], k)[0].items
                 result[rows] = np.where(out >= 0, b.item_ids[np.maximum(out, 0)], -1)
         return result
 
