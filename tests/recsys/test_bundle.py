@@ -211,7 +211,8 @@ def test_save_load_round_trip(tmp_path: Path) -> None:
 
 def answers_of(bundle: Bundle) -> ServedAnswers:
     items = np.array([[1, 0], [-1, -1], [2, 1]])
-    return ServedAnswers(items, np.array([1, 0, 2]), np.ones((3, 2)), "blend", 3)
+    reasons = np.array([[0, 2], [0, 0], [0, 4]])
+    return ServedAnswers(items, reasons, np.ones((3, 2)), "blend", 3)
 
 
 def test_served_answers_round_trip(tmp_path: Path) -> None:
@@ -221,11 +222,11 @@ def test_served_answers_round_trip(tmp_path: Path) -> None:
     stored = json.loads((tmp_path / "b" / METADATA_FILE).read_text())
     assert stored["precomputed"] == {"policy": "blend", "recent_slots": 3}
     with np.load(tmp_path / "b" / ARRAYS_FILE) as npz:
-        assert {"top_items", "top_head", "top_scores"} <= set(npz.files)
+        assert {"top_items", "top_reasons", "top_scores"} <= set(npz.files)
     loaded = Bundle.load(tmp_path / "b")
     assert loaded.answers is not None
     assert (loaded.answers.policy, loaded.answers.recent_slots) == ("blend", 3)
-    for name, dtype in (("items", np.int32), ("head", np.int8), ("scores", np.float64)):
+    for name, dtype in (("items", np.int32), ("reasons", np.int8), ("scores", np.float64)):
         restored = getattr(loaded.answers, name)
         assert restored.dtype == dtype, name
         np.testing.assert_array_equal(restored, getattr(bundle.answers, name), err_msg=name)
@@ -233,32 +234,25 @@ def test_served_answers_round_trip(tmp_path: Path) -> None:
     assert loaded.metadata == bundle.metadata
 
 
-def test_answers_in_the_old_layout_load(tmp_path: Path) -> None:
-    """Bundles written before ServedAnswers: three loose arrays + metadata["precomputed"]."""
+def test_answers_of_an_older_layout_are_dropped(tmp_path: Path) -> None:
+    """Answers written before reason codes (``top_head``) or scores: the bundle loads without
+    them (its visitors are ranked live)."""
     bundle = bundle_of(training_data())
+    bundle.answers = answers_of(bundle)
     bundle.save(tmp_path / "b")
+    assert Bundle.load(tmp_path / "b").answers is not None
     with np.load(tmp_path / "b" / ARRAYS_FILE) as npz:
-        arrays = {k: npz[k] for k in npz.files}
-    answers = answers_of(bundle)
-    arrays.update(top_items=answers.items, top_head=answers.head, top_scores=answers.scores)
-    np.savez(tmp_path / "b" / ARRAYS_FILE, **arrays)
-    meta = json.loads((tmp_path / "b" / METADATA_FILE).read_text())
-    meta["precomputed"] = {"policy": "blend", "recent_slots": 3}
-    (tmp_path / "b" / METADATA_FILE).write_text(json.dumps(meta))
-    loaded = Bundle.load(tmp_path / "b").answers
-    assert loaded is not None and (loaded.policy, loaded.recent_slots) == ("blend", 3)
-    np.testing.assert_array_equal(loaded.items, answers.items)
-    # without scores (an older layout still) the answers are not used: ranked live
-    del arrays["top_scores"]
+        arrays = {k: npz[k] for k in npz.files if k != "top_reasons"}
+    arrays["top_head"] = np.zeros(3, np.int8)
     np.savez(tmp_path / "b" / ARRAYS_FILE, **arrays)
     assert Bundle.load(tmp_path / "b").answers is None
 
 
 def test_load_rejects_inconsistent_answers(tmp_path: Path) -> None:
     bundle = bundle_of(training_data())
-    bundle.answers = ServedAnswers(np.zeros((2, 5)), np.zeros(2), np.zeros((2, 5)), "blend", 5)
+    bundle.answers = ServedAnswers(np.zeros((2, 5)), np.zeros((2, 5)), np.zeros((2, 5)), "blend", 5)
     bundle.save(tmp_path / "b")
-    with pytest.raises(DataValidationError, match="top_items / top_head"):
+    with pytest.raises(DataValidationError, match="top_items are not"):
         Bundle.load(tmp_path / "b")
 
 
@@ -299,13 +293,13 @@ def test_load_rejects_missing_array(tmp_path: Path) -> None:
         ("item_available", np.array([True, False]), "item_available"),
         (
             "answers",
-            ServedAnswers(np.zeros((3, 5)), np.zeros(3), np.zeros((2, 5)), "blend", 5),
-            "top_scores must have the shape of top_items",
+            ServedAnswers(np.zeros((3, 5)), np.zeros((3, 5)), np.zeros((2, 5)), "blend", 5),
+            "top_reasons and top_scores must have the shape of top_items",
         ),
         (
             "answers",
-            ServedAnswers(np.full((3, 5), 4), np.zeros(3), np.zeros((3, 5)), "blend", 5),
-            "top_items / top_head are not",
+            ServedAnswers(np.full((3, 5), 4), np.zeros((3, 5)), np.zeros((3, 5)), "blend", 5),
+            "top_items are not",
         ),
     ],
 )
