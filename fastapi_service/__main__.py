@@ -1,4 +1,4 @@
-"""``python -m fastapi_service``: run the service with uvicorn (the image's command)."""
+"""``python -m fastapi_service`` (the image's command) or ``recsys-api``: run the service."""
 
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 from prometheus_client import (
@@ -27,6 +27,9 @@ from prometheus_client import (
 from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from recsys.names import FALLBACK_SOURCES
 
 #: request latency buckets in seconds, dense in the 1-25 ms range where p95/p99 live
 LATENCY_BUCKETS = (
@@ -48,8 +51,6 @@ LATENCY_BUCKETS = (
 )
 #: recommendation score buckets (LightFM dot products and normalised popularity)
 SCORE_BUCKETS = (-10.0, -5.0, -2.0, -1.0, -0.5, 0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0)
-#: sources counted as fallback (the visitor is unknown to the model)
-FALLBACK_SOURCES = frozenset({"fold_in", "popular"})
 #: route label of requests that matched no route (keeps label cardinality bounded)
 UNMATCHED = "unmatched"
 
@@ -87,7 +88,8 @@ class ServiceMetrics:
         )
         self.fallback = Counter(
             "recsys_fallback",
-            "Recommendation responses served by a fallback (fold_in or popular).",
+            "Recommendation responses served by a fallback "
+            f"({' or '.join(sorted(FALLBACK_SOURCES))}).",
             ["variant"],
             registry=reg,
         )
@@ -126,6 +128,11 @@ class ServiceMetrics:
             "recsys_model_reloads",
             "Model (re)load attempts by trigger (startup, poll, admin) and outcome.",
             ["trigger", "outcome"],
+            registry=reg,
+        )
+        self.polls = Counter(
+            "recsys_model_polls",
+            "Polls of the model alias (each may or may not reload).",
             registry=reg,
         )
         self.events = Counter(
@@ -192,9 +199,6 @@ class ServiceMetrics:
         return generate_latest(self.registry)
 
 
-ASGIApp = Callable[..., Any]
-
-
 class MetricsMiddleware:
     """Pure ASGI middleware timing every HTTP request, labelled by route template."""
 
@@ -205,14 +209,14 @@ class MetricsMiddleware:
         self._durations: dict[tuple[str, str], Any] = {}
         self._counts: dict[tuple[str, str, str], Any] = {}
 
-    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         start = time.perf_counter()
         status = 500
 
-        async def send_wrapper(message: dict) -> None:
+        async def send_wrapper(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]

@@ -6,22 +6,42 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
 
-from recsys import columns as C
-from recsys.data.schema import MAX_TIMESTAMP_MS, MIN_TIMESTAMP_MS
+from recsys.data.schema import (
+    MAX_ID,
+    MAX_TIMESTAMP_MS,
+    MIN_TIMESTAMP_MS,
+    REQUEST_ID_PATTERN,
+    transaction_rule,
+)
+from recsys.names import FALLBACK_SOURCES, Policy, Source
 
-#: ids are stored as int64; larger numbers would overflow numpy and the database
-MAX_ID = 2**63 - 1
 MAX_K = 100
+DEFAULT_K = 5
 #: the values of recsys.columns.EVENT_TYPES (a test keeps them equal)
 EventType = Literal["view", "addtocart", "transaction"]
 RequestId = Annotated[
     str,
     Field(
-        pattern=r"^[A-Za-z0-9_.:-]{1,64}$",
+        pattern=REQUEST_ID_PATTERN,
         description="Id of the recommendation response that led to this event.",
     ),
 ]
+#: visitor, item and transaction ids: the events contract's range, one rule everywhere
 Id = Annotated[int, Field(ge=0, le=MAX_ID)]
+UserId = Annotated[int, Field(ge=0, le=MAX_ID, description="Visitor id (non-negative integer).")]
+TopK = Annotated[int, Field(ge=1, le=MAX_K, description=f"Number of items (1..{MAX_K}).")]
+
+
+class RecommendationQuery(BaseModel):
+    """Parameters of ``GET /recommendations``, declared once.
+
+    The documented route takes them as a query model and its path form as ``UserId`` and
+    ``TopK``; the fast path validates the raw strings with this same model, so the OpenAPI
+    schema, the rules and the 422 messages are pydantic's, for every form.
+    """
+
+    user_id: UserId
+    k: TopK = DEFAULT_K
 
 
 class ScoredItem(BaseModel):
@@ -34,7 +54,10 @@ class RecommendationResponse(BaseModel):
     user_id: int
     recommendations: list[int] = Field(description="Recommended item ids, best first.")
     items: list[ScoredItem]
-    source: str = Field(description="model, recent, blend, fold_in or popular.")
+    source: Source = Field(
+        description="The serving policy for a visitor the model knows; "
+        f"{' or '.join(sorted(FALLBACK_SOURCES))} for one it does not."
+    )
     model_version: str
     variant: str = Field(description="A/B variant that served the request.")
     request_id: str = Field(description="Pass it back with POST /events to link the events.")
@@ -59,12 +82,9 @@ class Event(BaseModel):
 
     @model_validator(mode="after")
     def _transaction_id_only_on_transactions(self) -> Event:
-        if self.transactionid is not None and self.event != C.PURCHASE:
-            raise ValueError(
-                f"transactionid is only allowed on '{C.PURCHASE}' events, not on '{self.event}'"
-            )
-        if self.transactionid is None and self.event == C.PURCHASE:
-            raise ValueError(f"transactionid is required on '{C.PURCHASE}' events")
+        problem = transaction_rule(self.event, self.transactionid is not None)
+        if problem is not None:
+            raise ValueError(problem)
         return self
 
 
@@ -114,7 +134,7 @@ class ModelInfo(BaseModel):
     uri: str
     model_source: str
     path: str
-    policy: str
+    policy: Policy
     loaded_at: float = Field(description="Unix time the model was loaded.")
     n_items: int
     n_users: int

@@ -11,7 +11,9 @@ from pathlib import Path
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from recsys.bundle import HISTORY_CAP
 from recsys.config import CHAMPION_ALIAS, MODEL_NAME, Settings
+from recsys.names import Policy
 
 DEFAULT_MODEL_URI = f"models:/{MODEL_NAME}@{CHAMPION_ALIAS}"
 
@@ -38,7 +40,7 @@ class ServiceSettings(BaseSettings):
         default_factory=lambda: Settings().var_dir / "model-cache",
         description="Downloaded bundles (<cache_dir>/<model>-v<version>/) and the LATEST pointer.",
     )
-    policy: str | None = Field(
+    policy: Policy | None = Field(
         default=None,
         description="Serving policy; default: the policy recorded in the bundle metadata.",
     )
@@ -65,7 +67,11 @@ class ServiceSettings(BaseSettings):
     history_visitors: int = Field(
         default=100_000, ge=1, description="Visitors whose posted events are kept in memory (LRU)."
     )
-    history_items: int = Field(default=50, ge=1, description="Recent items kept per visitor.")
+    history_items: int = Field(
+        default=HISTORY_CAP,
+        ge=1,
+        description="Recent items kept per visitor (default: as many as a bundle keeps).",
+    )
     exposure_flush_s: float = Field(
         default=1.0, gt=0, description="Seconds between writes of buffered exposures to the store."
     )
@@ -82,7 +88,12 @@ class ServiceSettings(BaseSettings):
     host: str = Field(
         default="127.0.0.1", description="Interface uvicorn binds (0.0.0.0 in the image)."
     )
-    port: int = Field(default=8000, ge=1, le=65535)
+    port: int = Field(
+        default=8000,
+        ge=0,
+        le=65535,
+        description="TCP port; 0 = any free one (uvicorn logs the port it bound).",
+    )
     workers: int = Field(
         default=1,
         ge=1,

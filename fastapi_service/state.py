@@ -1,58 +1,17 @@
-"""In-memory state of the service: the served model, online histories, buffered exposures.
+"""In-memory request-side state of the service: online histories and buffered exposures.
 
-The served model is one immutable :class:`LoadedModel`; swapping it is a single attribute
-assignment (atomic in CPython), and a request that already read ``state.current`` keeps
-using its model until it finishes, so a reload never breaks a request in flight.
+(The served model is the :class:`~fastapi_service.model_manager.ModelManager`'s.)
 """
 
 from __future__ import annotations
 
 import threading
-import time
 from collections import OrderedDict, deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 from recsys import columns as C
-
-if TYPE_CHECKING:
-    from recsys.bundle import Bundle
-    from recsys.serving import Recommender
-
-
-@dataclass(frozen=True)
-class LoadedModel:
-    """A bundle ready to serve, with where it came from."""
-
-    bundle: Bundle
-    recommender: Recommender
-    version: str
-    uri: str
-    path: Path
-    source: str  # "registry", "cache" or "local"
-    policy: str
-    loaded_at: float = field(default_factory=time.time)
-
-
-class ModelState:
-    """Holder of the served model and of the registry status shown by /health/ready."""
-
-    def __init__(self) -> None:
-        self.current: LoadedModel | None = None
-        #: whether the last registry lookup succeeded; None while no registry was asked
-        self.registry_reachable: bool | None = None
-        self.last_error: str | None = None
-        #: registry version whose load failed; polling does not retry it until the alias moves
-        self.failed_version: str | None = None
-
-    def swap(self, model: LoadedModel) -> LoadedModel | None:
-        """Serve ``model`` from now on; return the model served before."""
-        previous, self.current = self.current, model
-        self.failed_version = None
-        self.last_error = None
-        return previous
 
 
 @dataclass
@@ -125,18 +84,18 @@ class ExposureBuffer:
     """Exposures waiting to be written to the store in one batch (bounded, thread-safe)."""
 
     def __init__(self, capacity: int) -> None:
-        self._rows: deque[tuple] = deque(maxlen=capacity)
+        self._rows: deque[tuple[Any, ...]] = deque(maxlen=capacity)
 
     def __len__(self) -> int:
         return len(self._rows)
 
-    def add(self, row: tuple) -> bool:
+    def add(self, row: tuple[Any, ...]) -> bool:
         """Buffer one row (see :data:`C.EXPOSURES_COLUMNS`); True if the oldest was dropped."""
         full = len(self._rows) == self._rows.maxlen
         self._rows.append(row)
         return full
 
-    def drain(self) -> list[tuple]:
+    def drain(self) -> list[tuple[Any, ...]]:
         """Take every buffered row."""
         rows = list(self._rows)  # add and drain both run on the event loop's thread
         self._rows.clear()

@@ -1,18 +1,23 @@
 """Helpers of the service tests: tiny bundles, a real MLflow registry, real uvicorn processes.
 
-The service runs exactly as the image's command does (``python -m fastapi_service`` with
-``RECSYS_*`` settings in the environment) on 127.0.0.1 and a free port; tests talk HTTP to it.
+A real process runs exactly as the image's command does (``python -m fastapi_service`` with
+``RECSYS_*`` settings in the environment) on 127.0.0.1; it binds port 0 and the kit reads the
+port uvicorn bound back from its log, so no other process can take the port in between.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
 import numpy as np
@@ -76,10 +81,50 @@ def corrupt_bundle(path: Path) -> Path:
     return path
 
 
+T = TypeVar("T")
+
+
+def wait_until(
+    probe: Callable[[], T],
+    timeout: float = 30.0,
+    what: str | Callable[[], str] = "condition",
+    interval: float = 0.05,
+) -> T:
+    """Call ``probe`` until it returns something truthy, and return that.
+
+    Fails after ``timeout`` seconds, saying ``what`` was awaited (a callable is asked then,
+    e.g. for the server log at the time of the failure).
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            text = what() if callable(what) else what
+            pytest.fail(f"not reached after {timeout}s (last: {value!r}): {text}")
+        time.sleep(interval)
+
+
+def metric(text: str, pattern: str) -> float:
+    """Value of the first exposition line of ``text`` matching ``pattern`` (0 when absent)."""
+    match = re.search(rf"^{pattern} (\S+)$", text, re.M)
+    return float(match.group(1)) if match else 0.0
+
+
 def free_port() -> int:
+    """A port free now (racy: for servers that cannot bind port 0 and report it)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+@contextmanager
+def refused_port() -> Iterator[int]:
+    """A port that refuses connections while the block runs: bound, never listening."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield sock.getsockname()[1]
 
 
 @dataclass
@@ -97,19 +142,25 @@ class Server:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def _check_alive(self) -> None:
+        if self.process.poll() is not None:
+            pytest.fail(f"service exited with {self.process.returncode}:\n{self.log()}")
+
     def wait(self, path: str, timeout: float = START_TIMEOUT_S) -> None:
         """Wait until ``GET path`` answers 200 (fails with the server log otherwise)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                pytest.fail(f"service exited with {self.process.returncode}:\n{self.log()}")
+
+        def answers() -> bool:
+            self._check_alive()
             try:
-                if httpx.get(self.url + path, timeout=1.0).status_code == 200:
-                    return
+                return httpx.get(self.url + path, timeout=1.0).status_code == 200
             except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        pytest.fail(f"{path} not 200 after {timeout}s:\n{self.log()}")
+                return False
+
+        wait_until(answers, timeout, lambda: f"200 from {path}; log:\n{self.log()}")
+
+    def metric(self, pattern: str) -> float:
+        """Value of the first line of ``/metrics`` matching ``pattern`` (0 when absent)."""
+        return metric(self.client().get("/metrics").text, pattern)
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -121,15 +172,22 @@ class Server:
                 self.process.wait(5)
 
 
+#: what uvicorn logs once it listens; with port 0 it names the port the OS chose
+_LISTENING = re.compile(rb"Uvicorn running on http://127\.0\.0\.1:(\d+)")
+
+
 def start_server(workdir: Path, settings: dict[str, str], wait: str = "/health/ready") -> Server:
-    """Start ``python -m fastapi_service`` with ``RECSYS_*`` settings on a free port."""
+    """Start ``python -m fastapi_service`` with ``RECSYS_*`` settings on a port of its own.
+
+    The service binds port 0 and the port is read from uvicorn's log (so ``settings`` must
+    keep ``RECSYS_LOG_LEVEL`` at ``info`` or below); then waits for ``GET wait`` to answer 200.
+    """
     workdir.mkdir(parents=True, exist_ok=True)
-    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RECSYS_", "MLFLOW_"))}
     env |= {
         "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
         "RECSYS_HOST": "127.0.0.1",
-        "RECSYS_PORT": str(port),
+        "RECSYS_PORT": "0",
         "RECSYS_CACHE_DIR": str(workdir / "model-cache"),
         "RECSYS_DB_URL": f"sqlite:///{workdir / 'events.db'}",
         "RECSYS_POLL_INTERVAL_S": "0",
@@ -137,7 +195,7 @@ def start_server(workdir: Path, settings: dict[str, str], wait: str = "/health/r
         "RECSYS_LOG_LEVEL": "info",
     }
     env |= settings
-    log_path = workdir / f"service-{port}.log"
+    log_path = workdir / "service.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "fastapi_service"],
@@ -146,8 +204,14 @@ def start_server(workdir: Path, settings: dict[str, str], wait: str = "/health/r
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-    server = Server(f"http://127.0.0.1:{port}", process, log_path, env)
+    server = Server("", process, log_path, env)
     try:
+        port = wait_until(
+            lambda: server._check_alive() or _LISTENING.search(log_path.read_bytes()),
+            START_TIMEOUT_S,
+            lambda: f"uvicorn listening; log:\n{server.log()}",
+        ).group(1)
+        server.url = f"http://127.0.0.1:{int(port)}"
         server.wait(wait)
     except BaseException:
         server.stop()

@@ -9,7 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from service_testkit import REPO, Server
+import pytest
+from service_testkit import REPO
+
+pytestmark = pytest.mark.service
 
 SERVICE = REPO / "fastapi_service"
 VENV_BIN = Path(sys.executable).parent
@@ -121,6 +124,7 @@ print(json.dumps({"blocked": sorted(blocked), "items": len(rec.item_ids), "store
 """
 
 
+@pytest.mark.slow
 def test_service_runs_with_only_the_serving_dependencies(tmp_path: Path) -> None:
     roots = [
         line.split("#")[0].strip()
@@ -171,12 +175,3 @@ def test_compose_validation_catches_errors(tmp_path: Path) -> None:
         [str(COMPOSE), "-f", str(broken), "config", "--quiet"], capture_output=True
     )
     assert run.returncode != 0
-
-
-def test_healthcheck_command(api: Server) -> None:
-    port = api.url.rsplit(":", 1)[1]
-    probe = [sys.executable, "-m", "fastapi_service.healthcheck"]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RECSYS_")}
-    env["PYTHONPATH"] = str(REPO)
-    assert subprocess.run(probe, env=env | {"RECSYS_PORT": port}).returncode == 0
-    assert subprocess.run(probe, env=env | {"RECSYS_PORT": "9"}).returncode == 1

@@ -11,6 +11,8 @@ from fastapi_service.app import _field
 from fastapi_service.schemas import EventsBody, EventType
 from recsys import columns as C
 
+pytestmark = pytest.mark.service
+
 
 def test_event_types_are_the_library_vocabulary() -> None:
     assert typing.get_args(EventType) == C.EVENT_TYPES
@@ -41,3 +43,24 @@ def test_body_is_one_event_or_a_batch() -> None:
 )
 def test_field_names(loc: tuple, text: str) -> None:
     assert _field(loc) == text
+
+
+def test_events_take_the_bounds_of_the_events_contract() -> None:
+    from fastapi_service.schemas import Event
+    from recsys.data import schema
+
+    fields = Event.model_json_schema()["properties"]
+    for name in (C.VISITOR, C.ITEM):
+        assert (fields[name]["minimum"], fields[name]["maximum"]) == (0, schema.MAX_ID)
+    timestamp = fields[C.TIMESTAMP]["anyOf"][0]
+    assert timestamp["minimum"] == schema.MIN_TIMESTAMP_MS
+    assert timestamp["exclusiveMaximum"] == schema.MAX_TIMESTAMP_MS
+    assert fields[C.REQUEST_ID]["anyOf"][0]["pattern"] == schema.REQUEST_ID_PATTERN
+
+
+def test_response_source_is_the_shared_vocabulary() -> None:
+    from fastapi_service.schemas import RecommendationResponse
+    from recsys.names import Source
+
+    spec = RecommendationResponse.model_json_schema()
+    assert spec["$defs"]["Source"]["enum"] == [s.value for s in Source]

@@ -7,6 +7,10 @@ from pathlib import Path
 import pytest
 
 from fastapi_service.settings import DEFAULT_MODEL_URI, ServiceSettings
+from recsys.bundle import HISTORY_CAP
+from recsys.names import Policy
+
+pytestmark = pytest.mark.service
 
 
 @pytest.fixture(autouse=True)
@@ -28,6 +32,7 @@ def test_defaults() -> None:
     assert settings.max_batch == 1000
     assert settings.host == "127.0.0.1"
     assert settings.workers == 1
+    assert settings.history_items == HISTORY_CAP  # as many recent items as a bundle keeps
 
 
 def test_environment_with_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -36,6 +41,8 @@ def test_environment_with_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RECSYS_POLL_INTERVAL_S", "2.5")
     monkeypatch.setenv("RECSYS_ADMIN_TOKEN", "abc")
     monkeypatch.setenv("RECSYS_MLFLOW_TRACKING_URI", "http://mlflow:5000")
+    monkeypatch.setenv("RECSYS_POLICY", "model")
+    monkeypatch.setenv("RECSYS_PORT", "0")  # any free port
     settings = ServiceSettings()
     assert settings.model_uri == "models:/other/3"
     assert settings.max_batch == 7
@@ -44,6 +51,8 @@ def test_environment_with_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.admin_token.get_secret_value() == "abc"
     assert "abc" not in repr(settings)
     assert settings.tracking_uri == "http://mlflow:5000"
+    assert settings.policy is Policy.MODEL
+    assert settings.port == 0
 
 
 def test_empty_token_disables_reload(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -51,9 +60,14 @@ def test_empty_token_disables_reload(monkeypatch: pytest.MonkeyPatch) -> None:
     assert ServiceSettings().admin_token is None
 
 
-def test_invalid_values_are_rejected(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("RECSYS_MAX_BATCH", "0")
-    with pytest.raises(ValueError, match="max_batch"):
+@pytest.mark.parametrize(
+    ("name", "value"), [("max_batch", "0"), ("port", "-1"), ("port", "65536"), ("policy", "best")]
+)
+def test_invalid_values_are_rejected(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    monkeypatch.setenv(f"RECSYS_{name.upper()}", value)
+    with pytest.raises(ValueError, match=name):
         ServiceSettings()
 
 

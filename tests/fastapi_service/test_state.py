@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
+
 from fastapi_service.state import ExposureBuffer, OnlineHistory
+
+pytestmark = pytest.mark.service
 
 
 def test_history_keeps_the_latest_distinct_items_in_event_order() -> None:
@@ -41,7 +45,7 @@ def test_freeze_heap_moves_live_objects_to_the_permanent_generation() -> None:
     import gc
     import weakref
 
-    from fastapi_service.service import freeze_heap
+    from fastapi_service.model_manager import freeze_heap
 
     class Node:
         """A weakref-able object kept alive only by a reference cycle."""

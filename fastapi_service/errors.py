@@ -1,0 +1,45 @@
+"""Domain errors of the service: what went wrong, in the service's own terms.
+
+The service, the model manager and the route dependencies raise these; none of them knows
+HTTP. :func:`fastapi_service.app.create_app` registers the one table that maps each of them
+(and the library's :class:`~recsys.exceptions.DataValidationError` and
+:class:`~recsys.exceptions.ConfigurationError`) to a status code and the ``ErrorResponse`` body.
+"""
+
+from __future__ import annotations
+
+
+class ServiceError(Exception):
+    """Base class of the errors the service raises on purpose; the message is the answer."""
+
+
+class ModelNotReady(ServiceError):
+    """No model is loaded yet (or none could be): nothing to recommend with."""
+
+
+class StoreUnavailable(ServiceError):
+    """The event store could not be opened or did not take a write."""
+
+
+class BatchTooLarge(ServiceError):
+    """A POST body or event batch over the configured limit."""
+
+
+class ReloadFailed(ServiceError):
+    """A reload did not produce a servable model; the previous model keeps serving."""
+
+
+class Unauthorized(ServiceError):
+    """No bearer token was sent to an admin endpoint."""
+
+
+class Forbidden(ServiceError):
+    """The admin endpoint refuses the request (see the subclasses)."""
+
+
+class AdminDisabled(Forbidden):
+    """Admin endpoints are off: no admin token is configured."""
+
+
+class InvalidToken(Forbidden):
+    """The bearer token is not the configured admin token."""

@@ -1,0 +1,383 @@
+"""The served model's lifecycle: resolve, download, cache, load, poll, reload and swap.
+
+A ``models:/`` URI is resolved and fetched through :mod:`recsys.tracking` into the cache
+folder, with a pointer to the last bundle that loaded, so a restart while the registry is
+down serves that bundle. Any other URI is a local bundle folder, loaded in place.
+
+The served model is one immutable :class:`LoadedModel` in :attr:`ModelManager.current`;
+swapping it is a single attribute assignment (atomic in CPython), and a request that already
+read it keeps using its model until it finishes, so a reload never breaks a request in flight.
+Blocking work (registry calls, downloads, loading, index building) runs in worker threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Literal, NoReturn
+
+from starlette.concurrency import run_in_threadpool
+
+from fastapi_service.errors import ModelNotReady, ReloadFailed
+from fastapi_service.metrics import ServiceMetrics
+from fastapi_service.settings import ServiceSettings
+from recsys.bundle import Bundle
+from recsys.data.schema import MAX_ID
+from recsys.names import DEFAULT_POLICY, Policy
+from recsys.serving import Recommender
+
+log = logging.getLogger(__name__)
+
+#: where a served model came from
+ModelSource = Literal["registry", "cache", "local"]
+#: what asked for a (re)load; a metrics label
+Trigger = Literal["startup", "poll", "admin"]
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A bundle ready to serve, with where it came from."""
+
+    bundle: Bundle
+    recommender: Recommender
+    version: str
+    uri: str
+    path: Path
+    source: ModelSource
+    policy: Policy
+    loaded_at: float = field(default_factory=time.time)
+
+
+@dataclass(frozen=True)
+class Reload:
+    """What one reload did: ``model`` serves now, ``previous`` served when it started."""
+
+    status: Literal["reloaded", "unchanged"]
+    model: LoadedModel
+    previous: LoadedModel | None
+
+
+class ModelManager:
+    """Owner of the served model and of the registry status that readiness reports.
+
+    Parameters
+    ----------
+    settings
+        Model URI, tracking URI, cache folder, policy, candidates and poll interval.
+    metrics
+        Where reload outcomes, polls, registry reachability and the model gauges go.
+    """
+
+    def __init__(self, settings: ServiceSettings, metrics: ServiceMetrics) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        #: the served model; None until one loads
+        self.current: LoadedModel | None = None
+        #: whether the last registry lookup succeeded; None while no registry was asked
+        self.registry_reachable: bool | None = None
+        self.last_error: str | None = None
+        #: registry version whose load failed; polling does not retry it until the alias moves
+        self._failed_version: str | None = None
+        self._lock = asyncio.Lock()
+        self._task: asyncio.Task[None] | None = None
+
+    def served(self) -> LoadedModel:
+        """The served model.
+
+        Raises
+        ------
+        ModelNotReady
+            While no model is loaded.
+        """
+        model = self.current  # one read: a reload cannot change the model under the caller
+        if model is None:
+            raise ModelNotReady("no model is loaded yet; see /health/ready")
+        return model
+
+    async def start(self) -> None:
+        """Load the model, then poll the alias, in the background; returns at once.
+
+        Readiness (``current`` not None) says when a model is in.
+        """
+        self._task = asyncio.create_task(self._run(), name="model-manager")
+
+    async def stop(self) -> None:
+        """Cancel the background load and polling."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _run(self) -> None:
+        try:
+            await self.reload("startup")
+        except ReloadFailed as exc:
+            cached = await run_in_threadpool(self._load_cached)
+            if cached is None:
+                log.error("no model to serve (%s); not ready", exc)
+            else:
+                self._serve(cached)
+                log.warning(
+                    "serving cached model version %s from %s: %s", cached.version, cached.path, exc
+                )
+        if self.settings.poll_interval_s > 0:
+            await self._poll_forever()
+
+    async def _poll_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.poll_interval_s)
+            self.metrics.polls.inc()
+            try:
+                await self.reload("poll")
+            except ReloadFailed:
+                pass  # logged and counted by reload(); the current model keeps serving
+            except Exception:  # the loop must outlive any surprise
+                log.exception("model poll failed")
+
+    async def reload(self, trigger: Trigger, force: bool = False) -> Reload:
+        """Load the model the URI points at now and serve it, unless nothing changed.
+
+        Parameters
+        ----------
+        trigger
+            What asked for it (metrics label). A ``poll`` tolerates an unreachable registry
+            while a model serves, never retries a version that failed and leaves a local
+            folder alone.
+        force
+            Reload even if the registry still points at the served version.
+
+        Returns
+        -------
+        Reload
+            ``reloaded`` or ``unchanged``, with the served and the previous model.
+
+        Raises
+        ------
+        ReloadFailed
+            When the registry or the new bundle fails; the served model is kept.
+        """
+        async with self._lock:
+            current = self.current
+            version = None
+            if is_registry_uri(self.settings.model_uri):
+                try:
+                    version = await run_in_threadpool(resolve_version, self.settings)
+                except Exception as exc:
+                    self._set_reachable(False)
+                    self.last_error = f"registry lookup failed: {exc}"
+                    if trigger == "poll" and current is not None:
+                        log.warning(
+                            "%s; still serving version %s", self.last_error, current.version
+                        )
+                        return Reload("unchanged", current, current)
+                    self._fail(trigger, self.last_error, exc)
+                self._set_reachable(True)
+                if current is not None and not force:
+                    if version == current.version:
+                        if trigger != "poll":  # unchanged polls would drown the other outcomes
+                            self.metrics.reloads.labels(trigger=trigger, outcome="unchanged").inc()
+                        return Reload("unchanged", current, current)
+                    if trigger == "poll" and version == self._failed_version:
+                        return Reload("unchanged", current, current)  # wait for the alias to move
+            elif trigger == "poll" and current is not None:
+                return Reload("unchanged", current, current)  # a folder reloads on demand only
+            try:
+                model = await run_in_threadpool(load_model, self.settings, version)
+            except Exception as exc:
+                self._failed_version = version
+                what = f"version {version}" if version else self.settings.model_uri
+                self._fail(trigger, f"loading {what} failed: {exc}", exc)
+            self._serve(model)
+            self.metrics.reloads.labels(trigger=trigger, outcome="success").inc()
+            return Reload("reloaded", model, current)
+
+    def _fail(self, trigger: Trigger, message: str, exc: Exception) -> NoReturn:
+        self.metrics.reloads.labels(trigger=trigger, outcome="failure").inc()
+        self.last_error = message
+        serving = self.current.version if self.current else "nothing"
+        log.error("%s reload failed, serving %s: %s", trigger, serving, message)
+        raise ReloadFailed(f"{message}; still serving {serving}") from exc
+
+    def _set_reachable(self, reachable: bool) -> None:
+        self.registry_reachable = reachable
+        self.metrics.registry_reachable.set(1 if reachable else 0)
+
+    def _load_cached(self) -> LoadedModel | None:
+        try:
+            return load_cached(self.settings)
+        except Exception as exc:
+            log.error("cached model unusable: %s", exc)
+            return None
+
+    def _serve(self, model: LoadedModel) -> None:
+        """Swap ``model`` in (the atomic assignment) and point the gauges at it."""
+        error = self.last_error
+        previous, self.current = self.current, model
+        self._failed_version = None
+        self.last_error = None
+        if model.source == "cache":
+            self._set_reachable(False)
+            self.last_error = f"serving the cached bundle: {error}"
+        self.metrics.set_model(
+            model.version, model.source, model.loaded_at, trained_at(model.bundle.metadata)
+        )
+        log.info(
+            "serving model version %s (%s), previously %s",
+            model.version,
+            model.source,
+            previous.version if previous else "none",
+        )
+        del previous
+        freeze_heap()
+
+
+# ---------------------------------------------------------------------------- loading
+# blocking functions: the manager runs them in worker threads
+
+
+def is_registry_uri(model_uri: str) -> bool:
+    """True for ``models:/...`` URIs, False for local bundle folders."""
+    return model_uri.startswith("models:/")
+
+
+def _tracking(settings: ServiceSettings) -> ModuleType:
+    """:mod:`recsys.tracking`, with MLflow pointed at the settings' tracking URI.
+
+    MLflow is imported only when a registry is used. The URI is also set process-wide as
+    the registry URI: ``models:/`` downloads resolve through the registry URI, which would
+    otherwise default to a local store instead of ``settings.tracking_uri``.
+    """
+    from recsys import tracking
+
+    if settings.tracking_uri:
+        import mlflow
+
+        if mlflow.get_registry_uri() != settings.tracking_uri:
+            mlflow.set_tracking_uri(settings.tracking_uri)
+            mlflow.set_registry_uri(settings.tracking_uri)
+    return tracking
+
+
+def resolve_version(settings: ServiceSettings) -> str | None:
+    """Registered version the model URI points at now; None for a local folder.
+
+    Raises
+    ------
+    recsys.exceptions.ModelNotFoundError
+        When the registry cannot be reached or has no such model/alias.
+    """
+    if not is_registry_uri(settings.model_uri):
+        return None
+    version: str = _tracking(settings).resolve_version(settings.model_uri, settings.tracking_uri)
+    return version
+
+
+def load_model(settings: ServiceSettings, version: str | None = None) -> LoadedModel:
+    """Fetch (once per version) and load the model named by ``settings.model_uri``, or that
+    model's registered ``version`` when the caller already resolved the alias.
+
+    The bundle must also answer a warm and a cold request before it is returned, so a
+    bundle that loads but cannot serve never replaces a working one.
+
+    Raises
+    ------
+    Exception
+        Whatever the registry, the download, the bundle or the smoke test raised.
+    """
+    uri = settings.model_uri
+    if is_registry_uri(uri):
+        tracking = _tracking(settings)
+        if version is not None:  # no second alias lookup, and exactly the version resolved
+            uri = f"models:/{tracking.parse_model_uri(uri)[0]}/{version}"
+        path, version = tracking.download_bundle(uri, settings.cache_dir, settings.tracking_uri)
+        model = _build(settings, path, str(version), "registry")
+        tracking.remember_cached(settings.cache_dir, path, version)
+        return model
+    path = Path(uri)
+    bundle = Bundle.load(path)
+    return _build(
+        settings, path, str(bundle.metadata.get("model_version", "local")), "local", bundle
+    )
+
+
+def load_cached(settings: ServiceSettings) -> LoadedModel | None:
+    """The last bundle that loaded from the registry, or None when there is none."""
+    if not is_registry_uri(settings.model_uri):
+        return None
+    cached = _tracking(settings).latest_cached(settings.cache_dir)
+    if cached is None:
+        return None
+    path, version = cached
+    return _build(settings, path, version, "cache")
+
+
+def _build(
+    settings: ServiceSettings,
+    path: Path,
+    version: str,
+    source: ModelSource,
+    bundle: Bundle | None = None,
+) -> LoadedModel:
+    bundle = Bundle.load(path) if bundle is None else bundle
+    policy = settings.policy or Policy(bundle.metadata.get("policy") or DEFAULT_POLICY)
+    recommender = Recommender(bundle, policy=policy, candidates=settings.candidates)
+    recommender.warm_up()  # build the index here, in the loader thread, not in a request
+    _smoke_test(bundle, recommender)
+    log.info("loaded model version %s (%s) from %s, policy %s", version, source, path, policy)
+    return LoadedModel(
+        bundle=bundle,
+        recommender=recommender,
+        version=version,
+        uri=settings.model_uri,
+        path=path,
+        source=source,
+        policy=policy,
+    )
+
+
+def _smoke_test(bundle: Bundle, recommender: Recommender) -> None:
+    # (warm_up already answered the first known visitor) an id the model does not know:
+    # one past the largest (or 0 if that one is taken)
+    cold = int(bundle.user_ids[-1]) + 1 if bundle.n_users else 0
+    cold = cold if cold <= MAX_ID else 0
+    recommender.recommend(cold, 5)
+    if bundle.n_items:
+        recommender.recommend(cold, 5, session_items=[int(bundle.item_ids[0])])
+
+
+def trained_at(metadata: dict[str, Any]) -> float | None:
+    """Unix time the bundle was trained (ISO text or epoch seconds/ms), None when unknown.
+
+    >>> trained_at({"trained_at": "1970-01-02T00:00:00+00:00"})
+    86400.0
+    >>> trained_at({"trained_at": 1_700_000_000_000}), trained_at({})
+    (1700000000.0, None)
+    """
+    value = metadata.get("trained_at")
+    if isinstance(value, int | float) and math.isfinite(value):
+        return value / 1000 if value > 1e11 else float(value)
+    if isinstance(value, str):
+        try:
+            return datetime.fromisoformat(value).timestamp()
+        except ValueError:
+            return None
+    return None
+
+
+def freeze_heap() -> None:
+    """Move every object alive now (the served model, the app) to the permanent generation.
+
+    Full collections would otherwise scan the ~100k long-lived objects of a loaded model
+    and stall requests for tens of ms; frozen objects are never scanned. Unfreezing first
+    lets the collection free what a previous model left in reference cycles; this one
+    collection pauses once per model swap, not during serving.
+    """
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
