@@ -13,6 +13,7 @@ from recsys.evaluation.holdout import (
     evaluate_policy,
     holdout_targets,
     score_policies,
+    visitor_scores,
     window_targets,
 )
 from recsys.evaluation.metrics import (
@@ -27,10 +28,12 @@ from recsys.evaluation.metrics import (
     map_at_k,
     metric_key,
     ndcg_at_k,
+    per_user_metrics,
     precision_at_k,
     ranking_metrics,
     recall_at_k,
 )
+from recsys.evaluation.stats import Difference, paired_bootstrap
 
 __all__ = [
     "ALL",
@@ -45,6 +48,7 @@ __all__ = [
     "USERS",
     "WARM",
     "BatchRanker",
+    "Difference",
     "coverage",
     "evaluate_policy",
     "first_k",
@@ -54,9 +58,12 @@ __all__ = [
     "map_at_k",
     "metric_key",
     "ndcg_at_k",
+    "paired_bootstrap",
+    "per_user_metrics",
     "precision_at_k",
     "ranking_metrics",
     "recall_at_k",
     "score_policies",
+    "visitor_scores",
     "window_targets",
 ]

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from recsys.columns import ADDTOCART, EVENT, ITEM, VISITOR
-from recsys.evaluation.metrics import EMPTY, first_k, ranking_metrics
+from recsys.evaluation.metrics import EMPTY, first_k, per_user_metrics, ranking_metrics
 from recsys.split import window
 
 RELEVANT = "relevant"
@@ -148,6 +148,27 @@ def evaluate_policy(
     )
     table.index.name = SEGMENT
     return table
+
+
+def visitor_scores(
+    recommend_fn: Callable[[np.ndarray, int], np.ndarray], targets: pd.DataFrame, k: int
+) -> pd.DataFrame:
+    """Every metric of every target visitor under a policy, for paired comparisons.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``targets``' visitor and segment columns plus one column per metric
+        (``precision@k``...), rows in ``targets`` order.
+    """
+    users = targets[VISITOR].to_numpy(dtype=np.int64)
+    recommended = (
+        first_k(np.asarray(recommend_fn(users, k)), k)
+        if len(users)
+        else np.full((0, k), EMPTY, dtype=np.int64)
+    )
+    metrics = per_user_metrics(recommended, list(targets[RELEVANT]), k)
+    return targets[[VISITOR, SEGMENT]].assign(**metrics).reset_index(drop=True)
 
 
 def window_targets(

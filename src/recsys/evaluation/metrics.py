@@ -138,6 +138,25 @@ def _metric(name: str, recommended: np.ndarray, relevant: Sequence[np.ndarray], 
     return _mean(scores[name], n_relevant)
 
 
+def per_user_metrics(
+    recommended: np.ndarray, relevant: Sequence[np.ndarray], k: int
+) -> dict[str, np.ndarray]:
+    """Every metric at ``k`` for every user (NaN for users without a relevant item): the
+    values whose means :func:`ranking_metrics` reports, for paired comparisons.
+
+    Examples
+    --------
+    >>> rec = np.array([[1, 2, 3], [4, 5, -1]])
+    >>> per_user_metrics(rec, [np.array([2, 9]), np.array([], int)], 3)["precision@3"]
+    array([0.33333333,        nan])
+    """
+    scores, n_relevant = _per_user(recommended, relevant, k)
+    return {
+        metric_key(name, k): np.where(n_relevant > 0, values, np.nan)
+        for name, values in scores.items()
+    }
+
+
 def hits_matrix(recommended: np.ndarray, relevant: Sequence[np.ndarray]) -> np.ndarray:
     """Which recommended slots hold a relevant item.
 

@@ -10,6 +10,7 @@ visitor with the events they posted), so the model is served exactly as it was t
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -95,6 +96,27 @@ class Visits:
     def n(self) -> int:
         """Number of visitors."""
         return len(self.known)
+
+
+def concat_visits(parts: Sequence[Visits]) -> Visits:
+    """Several batches of visitors as one (rows renumbered in order)."""
+    offsets = np.cumsum([0, *(p.n for p in parts)])
+    return Visits(
+        known=np.concatenate([p.known for p in parts]),
+        now_ms=np.concatenate([p.now_ms for p in parts]),
+        vectors=np.concatenate([p.vectors for p in parts]),
+        history=History(
+            rows=np.concatenate([p.history.rows + o for p, o in zip(parts, offsets, strict=False)]),
+            items=np.concatenate([p.history.items for p in parts]),
+            times=np.concatenate([p.history.times for p in parts]),
+            views=np.concatenate([p.history.views for p in parts]),
+            carts=np.concatenate([p.history.carts for p in parts]),
+        ),
+        bought=(
+            np.concatenate([p.bought[0] + o for p, o in zip(parts, offsets, strict=False)]),
+            np.concatenate([p.bought[1] for p in parts]),
+        ),
+    )
 
 
 @dataclass(frozen=True)

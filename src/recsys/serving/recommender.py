@@ -507,6 +507,49 @@ class Recommender:
             scores = ranked.scores
         return codes, np.where(valid, scores, np.nan)
 
+    def visit(
+        self,
+        user_id: int,
+        session_items: Sequence[int] = (),
+        session_bought: Sequence[int] = (),
+        session_times: Sequence[int] | None = None,
+        session_carts: Sequence[int] = (),
+        now_ms: int | None = None,
+    ) -> Visits:
+        """One visitor with their session as a learned ranking sees them (arguments as in
+        :meth:`recommend`): stored history merged with the session, and the user vector of a
+        known visitor, else the session fold-in, else the bias vector."""
+        b = self.bundle
+        user = int(b.user_ids.searchsorted(user_id))
+        if user >= b.n_users or b.user_ids[user] != user_id:
+            user = -1
+        visits, has_session = self._visit(
+            user, session_items, session_bought, session_times, session_carts, now_ms
+        )
+        vector = Vector.USER if user >= 0 else Vector.SESSION if has_session else Vector.BIAS
+        plan = Plan(Source.MODEL, 0, vector, True)
+        return self._with_vectors(visits, plan, np.array([max(user, 0)]))
+
+    def known_visits(self, users: NDArray[np.int64]) -> Visits:
+        """Known visitors without session as a ranking sees them: their stored history and
+        purchases, their own vectors, ranked as of the bundle's cutoff.
+
+        Parameters
+        ----------
+        users : numpy.ndarray
+            Bundle positions of the visitors.
+        """
+        b = self.bundle
+        history = self._known_history(users)
+        visits = Visits(
+            known=np.ones(len(users), dtype=bool),
+            now_ms=np.full(len(users), self._now(history.times, None, None), dtype=np.int64),
+            vectors=np.zeros((len(users), b.item_vectors.shape[1]), dtype=np.float32),
+            history=history,
+            bought=_csr_rows(b.bought_indptr, b.bought_items, users),
+        )
+        return self._with_vectors(visits, Plan(Source.MODEL, 0, Vector.USER, True), users)
+
     def rank_known(
         self, users: NDArray[np.int64], k: int
     ) -> tuple[Ranked, NDArray[np.int8], NDArray[np.float64]]:
@@ -520,18 +563,8 @@ class Recommender:
         k : int
             Items per visitor.
         """
-        b = self.bundle
         plan = self.ranking.known(k, self.recent_slots)
-        history = self._known_history(users)
-        now = self._now(history.times, None, None)
-        visits = Visits(
-            known=np.ones(len(users), dtype=bool),
-            now_ms=np.full(len(users), now, dtype=np.int64),
-            vectors=np.zeros((len(users), b.item_vectors.shape[1]), dtype=np.float32),
-            history=history,
-            bought=_csr_rows(b.bought_indptr, b.bought_items, users),
-        )
-        visits = self._with_vectors(visits, plan, users)
+        visits = self.known_visits(users)
         ranked = self.rank(visits, plan, k)
         codes, scores = self._explained(visits, plan, ranked)
         return ranked, codes, scores
