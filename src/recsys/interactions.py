@@ -18,9 +18,11 @@ from recsys.columns import (
     EVENT,
     EVENT_TYPES,
     ITEM,
+    PARENT,
     PROPERTY,
     PURCHASE,
     TIMESTAMP,
+    VALUE,
     VIEW,
     VISITOR,
 )
@@ -47,6 +49,28 @@ class TrainingData:
     events: pd.DataFrame
     #: weight per event type the interactions were built with (popularity uses the same)
     event_weights: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_EVENT_WEIGHTS))
+    #: the category / availability property rows and the category tree the features came
+    #: from (None: none were used), kept so that :meth:`before` can rebuild an earlier cutoff
+    item_properties: pd.DataFrame | None = field(default=None, repr=False)
+    category_tree: pd.DataFrame | None = field(default=None, repr=False)
+
+    def before(self, cutoff_ms: int) -> TrainingData:
+        """The training data of an earlier cutoff (events and properties strictly before it),
+        built as :func:`prepare_training_data` would from the original tables."""
+        if cutoff_ms > self.cutoff_ms:
+            raise ConfigurationError(
+                f"cutoff {cutoff_ms} is after this data's cutoff {self.cutoff_ms}"
+            )
+        props = self.item_properties
+        if props is None:
+            props = pd.DataFrame({TIMESTAMP: [], ITEM: [], PROPERTY: [], VALUE: []})
+        tree = self.category_tree
+        if tree is None:
+            tree = pd.DataFrame({CATEGORY: pd.Series([], dtype="int64"), PARENT: []})
+        identity = any(name.startswith("item:") for name in self.feature_names[:1])
+        return prepare_training_data(
+            self.events, props, tree, cutoff_ms, self.event_weights, identity_features=identity
+        )
 
 
 def event_weight_array(events: pd.DataFrame, weights: Mapping[str, float]) -> np.ndarray:
@@ -204,4 +228,6 @@ def prepare_training_data(
         item_available=item_available(item_ids, props, cutoff_ms),
         events=train,
         event_weights=dict(weights),
+        item_properties=props,
+        category_tree=category_tree,
     )

@@ -229,9 +229,12 @@ def covisitation(
     weight = np.where(ev[EVENT].to_numpy()[keep] == ADDTOCART, CART_WEIGHT, 1.0)
     order = np.lexsort((ts, visitor))
     visitor, item, ts, weight = visitor[order], item[order], ts[order], weight[order]
-    # repeated views of one item in a row say nothing about a second item
+    # a run of events on one item (views, then a cart) is one step: it weighs as its
+    # strongest event and is as old as its first
     fresh = _run_starts(visitor, item)
-    visitor, item, ts, weight = visitor[fresh], item[fresh], ts[fresh], weight[fresh]
+    starts = np.flatnonzero(fresh)
+    weight = np.maximum.reduceat(weight, starts) if len(starts) else weight
+    visitor, item, ts = visitor[fresh], item[fresh], ts[fresh]
 
     rows, cols, vals, who = [], [], [], []
     for lag in range(1, max_lag + 1):

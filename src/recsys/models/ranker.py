@@ -9,22 +9,27 @@ bits CatBoost computes; CatBoost itself is only needed to train.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 import pandas as pd
 
 from recsys.arrays import index_of
-from recsys.bundle import ObliviousTrees
-from recsys.columns import VISITOR
-from recsys.evaluation import RELEVANT
+from recsys.bundle import Bundle, ObliviousTrees, ServingLists, serving_lists
+from recsys.columns import ADDTOCART, DAY_MS, VISITOR
+from recsys.evaluation import RELEVANT, holdout_targets
 from recsys.evaluation.replay import cart_moments
+from recsys.interactions import TrainingData
+from recsys.models.lightfm import LightFMModel
+from recsys.names import Policy
 from recsys.serving import Recommender
 from recsys.serving.features import candidates, concat_visits, feature_names
+from recsys.split import window
 
 #: CatBoost settings: a small ensemble keeps live scoring within the latency budget
 DEFAULT_RANKER: dict[str, Any] = {
@@ -222,3 +227,122 @@ def export_trees(model: Any, names: tuple[str, ...]) -> ObliviousTrees:
         leaves[t, : len(values)] = values
     scale, bias = spec.get("scale_and_bias", [1.0, [0.0]])
     return ObliviousTrees(features, borders, leaves, names, float(scale), float(bias[0]))
+
+
+class BaseFits:
+    """LightFM bundles by (cutoff, parameters): the ranker of one cutoff and the next share
+    the fits of the windows they have in common (a pipeline run fits each cutoff once)."""
+
+    def __init__(self) -> None:
+        self._bundles: dict[tuple[int, str], Bundle] = {}
+
+    def bundle(
+        self, data: TrainingData, lightfm: dict[str, Any], seed: int, threads: int, window: int
+    ) -> Bundle:
+        """The LightFM bundle of ``data`` with ``lightfm`` parameters (fitted once)."""
+        key = (
+            data.cutoff_ms,
+            json.dumps(lightfm, sort_keys=True, default=str) + f"/{seed}/{window}",
+        )
+        if key not in self._bundles:
+            params = {k: v for k, v in lightfm.items() if k != "recent_slots"}
+            model = LightFMModel(
+                random_state=seed,
+                num_threads=threads,
+                popularity_window_days=window,
+                **params,
+            ).fit(data)
+            bundle = model.to_bundle(data, serving_lists(data, window))
+            if "recent_slots" in lightfm:
+                bundle.metadata["recent_slots"] = int(lightfm["recent_slots"])
+            self._bundles[key] = bundle
+        return self._bundles[key]
+
+
+class RankerModel:
+    """LightFM with a learned ranker on top: served with policy ``ranker``.
+
+    :meth:`fit` splits the data it is given in time: for each of the last ``windows`` windows
+    of ``window_days``, LightFM is fitted on what came before the window, and the visitors who
+    added to cart inside it give the training examples (as of the window's start, and at
+    each add-to-cart with their session before it). CatBoost learns from them; finally LightFM
+    is fitted on all of the data, and the bundle carries both.
+
+    Parameters
+    ----------
+    lightfm : dict
+        LightFM parameters (with ``epochs``; ``recent_slots`` is kept as a serving knob).
+    windows : int
+        Training windows before the cutoff.
+    window_days : float
+        Length of each window.
+    ranker : dict, optional
+        CatBoost settings over :data:`DEFAULT_RANKER`.
+    sessions : bool
+        Also learn from add-to-cart moments with their sessions.
+    seed, threads : int
+        Seeds and threads of LightFM and CatBoost (one thread: reproducible bit for bit).
+    popularity_window_days : int
+        Window of the bundle's popularity rankings.
+    fits : BaseFits, optional
+        LightFM fits shared with other models of the same run.
+    """
+
+    name = "ranker"
+
+    def __init__(
+        self,
+        lightfm: dict[str, Any],
+        windows: int = 2,
+        window_days: float = 7.0,
+        ranker: dict[str, Any] | None = None,
+        sessions: bool = True,
+        seed: int = 42,
+        threads: int = 2,
+        popularity_window_days: int = 14,
+        fits: BaseFits | None = None,
+    ) -> None:
+        self.lightfm = dict(lightfm)
+        self.windows = windows
+        self.window_ms = int(window_days * DAY_MS)
+        self.ranker = ranker
+        self.sessions = sessions
+        self.seed = seed
+        self.threads = threads
+        self.popularity_window_days = popularity_window_days
+        self.fits = fits if fits is not None else BaseFits()
+        self.trees: ObliviousTrees | None = None
+        self.report: dict[str, Any] = {}
+
+    def _base(self, data: TrainingData) -> Bundle:
+        return self.fits.bundle(
+            data, self.lightfm, self.seed, self.threads, self.popularity_window_days
+        )
+
+    def fit(self, data: TrainingData) -> Self:
+        """Learn the ranker from the last ``windows`` windows of ``data`` (see the class)."""
+        parts = []
+        for j in range(self.windows, 0, -1):
+            start = data.cutoff_ms - j * self.window_ms
+            inside = window(data.events, start, start + self.window_ms)
+            before = data.before(start)
+            rec = Recommender(self._base(before), policy=Policy.MODEL)
+            targets = holdout_targets(before.user_ids, inside, ADDTOCART)
+            parts.append(examples(rec, targets, group_offset=2 * j * 10**8))
+            if self.sessions:
+                parts.append(session_examples(rec, inside, group_offset=(2 * j + 1) * 10**8))
+        self.trees, self.report = fit_ranker(concat(parts), self.seed, self.ranker, self.threads)
+        return self
+
+    def to_bundle(self, data: TrainingData, lists: ServingLists | None = None) -> Bundle:
+        """LightFM fitted on all of ``data`` (shared through ``fits``) with the ranker."""
+        if self.trees is None:
+            raise RuntimeError("RankerModel.fit must run before exporting")
+        base = self._base(data)
+        bundle = dataclasses.replace(
+            base,
+            metadata={**base.metadata, "model": self.name, "policy": str(Policy.RANKER)},
+            ranker=self.trees,
+        )
+        bundle.metadata["ranker"] = {k: v for k, v in self.report.items() if k != "importance"}
+        return bundle

@@ -16,6 +16,7 @@ from recsys import columns as C
 from recsys.interactions import DEFAULT_EVENT_WEIGHTS, TrainingData, build_interactions
 from recsys.models import Model, PopularityModel, RecentViewsModel
 from recsys.models.lightfm import LightFMModel
+from recsys.models.ranker import RankerModel
 from recsys.serving import Recommender
 from tests.helpers import make_events
 
@@ -65,12 +66,16 @@ def checkerboard() -> tuple[TrainingData, dict[int, int], dict[int, int]]:
     return data, withheld, bought
 
 
+TINY_LIGHTFM = {"no_components": 8, "epochs": 10, "learning_rate": 0.05}
+
 MODELS = {
-    "lightfm": lambda: LightFMModel(
-        no_components=8, epochs=10, learning_rate=0.05, num_threads=1, random_state=3
-    ),
+    "lightfm": lambda: LightFMModel(**TINY_LIGHTFM, num_threads=1, random_state=3),
     "popular": PopularityModel,
     "recent": RecentViewsModel,
+    # the checkerboard spans minutes: two windows of 100 s before the cutoff
+    "ranker": lambda: RankerModel(
+        TINY_LIGHTFM, windows=2, window_days=100 / 86_400, seed=3, threads=1
+    ),
 }
 
 
@@ -89,24 +94,28 @@ def fitted(request, board):
 
 
 def _policies(name: str, bundle) -> list[str]:
-    # LightFM is served either way; a baseline's bundle names its policy
-    return ["model", "blend"] if name == "lightfm" else [bundle.metadata["policy"]]
+    # LightFM is served either way, and its bundle serves every baseline policy too; the
+    # others' bundles name their policy
+    if name == "lightfm":
+        return ["model", "blend", "popular_carts", "recent_views", "covisit"]
+    return [bundle.metadata["policy"]]
 
 
 def test_serving_rules_hold_for_every_k(fitted, board) -> None:
     name, bundle = fitted
     data, _, bought = board
     users = data.user_ids
-    n_allowed = int(bundle.item_available.sum())
     for policy in _policies(name, bundle):
         rec = Recommender(bundle, policy=policy)
+        # items flagged unavailable are left out only by the policies that filter them
+        n_allowed = int(bundle.item_available.sum()) if rec.filter_unavailable else bundle.n_items
         for k in (1, 5, n_allowed - 1, n_allowed, 3 * n_allowed):
             batch = rec.recommend_batch(users, k)
             assert batch.shape == (len(users), k)
             for user, row in zip(users, batch, strict=True):
                 items = row[row >= 0]
                 assert len(items) == len(set(items)), (policy, k, row)
-                assert UNAVAILABLE_ITEM not in items
+                assert UNAVAILABLE_ITEM not in items or not rec.filter_unavailable
                 assert bought.get(int(user)) not in items
                 allowed = n_allowed - (1 if int(user) in bought else 0)
                 assert len(items) == min(k, allowed), (policy, k, user, row)
