@@ -91,7 +91,7 @@ def _experiment_id(url: str, name: str) -> str:
         return str(json.load(r)["experiment"]["experiment_id"])
 
 
-def take(url: str, experiment: str, out: Path, width: int = 1500) -> list[Path]:
+def take(url: str, experiment: str, out: Path, width: int = 1800) -> list[Path]:
     """Open the runs table and the compare page and save both screenshots under ``out``."""
     from playwright.sync_api import sync_playwright
 
@@ -101,6 +101,10 @@ def take(url: str, experiment: str, out: Path, width: int = 1500) -> list[Path]:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
         try:
             page = browser.new_page(viewport={"width": width, "height": 640})
+            # a new user's first click: the sidebar switch from "GenAI" to "Model training"
+            # (kept in the browser, so the compare page below stays in that mode too)
+            page.goto(url + "/#/experiments")
+            page.get_by_text("Model training", exact=True).first.click()
             page.goto(experiment_url(url, _experiment_id(url, experiment)))
             page.wait_for_selector("text=lightfm", timeout=60_000)
             # what a user dismisses first: the assistant side panel, the shared-view banner
@@ -116,9 +120,24 @@ def take(url: str, experiment: str, out: Path, width: int = 1500) -> list[Path]:
                 boxes.nth(i).click()
             page.get_by_role("button", name="Compare", exact=True).click()
             page.wait_for_selector("text=Run details", timeout=60_000)
+            # run details, then only what differs between the runs: parameters and metrics
+            page.get_by_text("Visualizations", exact=True).first.click()
+            switches = page.get_by_role("switch")
+            for i in range(switches.count()):
+                switches.nth(i).click()
+            # the page scrolls inside a container: make the window as tall as its content
+            height = page.evaluate(
+                "Math.max(...[...document.querySelectorAll('*')].map(e => e.scrollHeight))"
+            )
+            page.set_viewport_size({"width": width, "height": min(int(height) + 40, 4_000)})
+            page.get_by_text("Comparing", exact=False).first.scroll_into_view_if_needed()
             page.wait_for_timeout(2_000)
-            page.set_viewport_size({"width": width, "height": 1_300})
-            page.screenshot(path=str(compare_png))
+            # down to the artifacts section (an empty file previewer)
+            box = page.get_by_text("Artifacts", exact=True).first.bounding_box()
+            bottom = int(box["y"]) - 10 if box else min(int(height) + 40, 4_000)
+            page.screenshot(
+                path=str(compare_png), clip={"x": 0, "y": 0, "width": width, "height": bottom}
+            )
         finally:
             browser.close()
     return [runs_png, compare_png]

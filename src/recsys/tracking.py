@@ -73,7 +73,11 @@ def runs_view(sort_by: str, columns: Sequence[str] = (), name: str = "Headline")
         "selectedColumns": [*columns, *extra],
         # the run's name first and wide enough to read, then the chosen columns in order
         "columnOrder": [run_name, *columns, *extra],
-        "columnWidths": {run_name: 380, extra[0]: 300},
+        "columnWidths": {
+            run_name: 360,
+            extra[0]: 300,
+            **{c: 150 for c in columns if c.startswith("metrics.")},
+        },
     }
     now = int(time.time() * 1000)
     return {"name": name, "createdAt": now, "updatedAt": now, "state": json.dumps(state)}

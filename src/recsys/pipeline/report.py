@@ -186,6 +186,15 @@ def mlflow_key(name: str) -> str:
     return name.replace("+", "_plus_").replace("@", "_at_")
 
 
+def metric_value(value: float) -> float:
+    """A metric as logged: 6 decimals, so that tables read ``0.048``, not ``0.04800000000000001``.
+
+    >>> metric_value(0.1 + 0.2)
+    0.3
+    """
+    return round(float(value), 6)
+
+
 def log_results(results: pd.DataFrame) -> None:
     """Every (model, target, segment, metric) of a results table as one MLflow metric, plus
     the table as JSON and as text."""
@@ -193,7 +202,7 @@ def log_results(results: pd.DataFrame) -> None:
     for (model, target, segment), row in results.iterrows():
         for metric, value in row.items():
             if pd.notna(value):
-                metrics[mlflow_key(f"{model}.{target}.{segment}.{metric}")] = float(value)
+                metrics[mlflow_key(f"{model}.{target}.{segment}.{metric}")] = metric_value(value)
     mlflow.log_metrics(metrics)
     mlflow.log_table(results.reset_index(), "evaluation/results.json")
     mlflow.log_text(results.round(4).to_string(), "evaluation/results.txt")
@@ -223,7 +232,9 @@ def precision_curve_plot(
 def _pyplot() -> Any:
     import matplotlib
 
-    matplotlib.use("Agg")
+    # headless (files only), except inside a notebook, whose inline backend must stay
+    if "inline" not in matplotlib.get_backend():
+        matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     return plt

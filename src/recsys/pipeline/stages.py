@@ -55,6 +55,7 @@ from recsys.pipeline.report import (
     log_data_windows,
     log_figures,
     log_results,
+    metric_value,
     mlflow_key,
     policy_metrics_plot,
     precision_curve_plot,
@@ -285,7 +286,7 @@ class _LearningCurve:
         )
         self.values[epoch] = headline(table, "lightfm", self.cfg.k)
         key = f"curve_holdout_{mlflow_key(self.cfg.headline)}"
-        mlflow.log_metric(key, self.values[epoch], step=epoch)
+        mlflow.log_metric(key, metric_value(self.values[epoch]), step=epoch)
 
 
 def fit_and_evaluate(workdir: str | Path, settings: Settings | None = None) -> Path:
@@ -332,7 +333,10 @@ def fit_and_evaluate(workdir: str | Path, settings: Settings | None = None) -> P
         log_figures(figures)
         candidate = gate_score(results, LIGHTFM_POLICIES[policy], cfg.gate_metrics)
         mlflow.log_metrics(
-            {f"served_{mlflow_key(m)}": v for m, v in zip(cfg.gate_metrics, candidate, strict=True)}
+            {
+                f"served_{mlflow_key(m)}": metric_value(v)
+                for m, v in zip(cfg.gate_metrics, candidate, strict=True)
+            }
         )
     bundle.metadata.update(
         {
@@ -388,7 +392,7 @@ def decide(workdir: str | Path, settings: Settings | None = None) -> GateDecisio
     with mlflow.start_run(run_id=folder.run_id):
         mlflow.log_metrics(
             {
-                f"champion_rescored_{mlflow_key(m)}": v
+                f"champion_rescored_{mlflow_key(m)}": metric_value(v)
                 for m, v in zip(cfg.gate_metrics, rescored, strict=True)
             }
         )
