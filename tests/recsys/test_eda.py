@@ -86,7 +86,9 @@ def test_view_before_cart_finds_the_latest_earlier_view_of_the_same_item() -> No
 
 
 def test_split_coverage_counts_warm_cold_fold_in_and_unseen_items() -> None:
-    split = TimeSplit(validation_start_ms=T0 + DAY, holdout_start_ms=T0 + 2 * DAY, end_ms=T0 + 3 * DAY)
+    split = TimeSplit(
+        validation_start_ms=T0 + DAY, holdout_start_ms=T0 + 2 * DAY, end_ms=T0 + 3 * DAY
+    )
     h = T0 + 2 * DAY
     events = make_events(
         [
