@@ -17,7 +17,10 @@ DATA_DIR ?= var/demo/raw
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: help install demo test test-fast lint format typecheck lock mlflow-ui clean
+# `make mlflow-ui`: the folder of the MLflow store shown (var/notebooks: the notebooks' runs)
+MLFLOW_STORE ?= var
+
+.PHONY: help install demo test test-fast lint format typecheck lock notebooks mlflow-screenshot mlflow-ui clean
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -48,13 +51,15 @@ test: lint typecheck ## Lint, type-check and run the whole test suite (needs Pos
 test-fast: install ## The edit-test loop: every test not marked slow, doctests included (< 30 s)
 	$(PY) -m pytest -q -m "not slow"
 
+LINTED := src tests fastapi_service benchmarks notebooks/execute.py infrastructure/mlflow/screenshot.py
+
 lint: install ## ruff lint + format check
-	$(VENV)/bin/ruff check src tests fastapi_service benchmarks
-	$(VENV)/bin/ruff format --check src tests fastapi_service benchmarks
+	$(VENV)/bin/ruff check $(LINTED)
+	$(VENV)/bin/ruff format --check $(LINTED)
 
 format: install ## Apply ruff fixes and formatting
-	$(VENV)/bin/ruff check --fix src tests fastapi_service benchmarks
-	$(VENV)/bin/ruff format src tests fastapi_service benchmarks
+	$(VENV)/bin/ruff check --fix $(LINTED)
+	$(VENV)/bin/ruff format $(LINTED)
 
 typecheck: install ## mypy on src/ and fastapi_service/
 	$(VENV)/bin/mypy
@@ -62,8 +67,20 @@ typecheck: install ## mypy on src/ and fastapi_service/
 lock: ## Re-pin requirements.txt from requirements.in
 	$(UV) pip compile requirements.in --python-version 3.11 -o requirements.txt
 
-mlflow-ui: install ## MLflow UI on 127.0.0.1:5000 over the local store
-	$(VENV)/bin/mlflow ui --host 127.0.0.1 --port 5000 --backend-store-uri sqlite:///var/mlflow.db
+notebooks: install ## Re-run notebooks/*.ipynb on demo data (SCALE, SEED) and keep their outputs
+	$(RECSYS) data synth --out $(DATA_DIR) --scale $(SCALE) --seed $(SEED)
+	rm -rf var/notebooks
+	$(PY) notebooks/execute.py notebooks/eda.ipynb
+	$(PY) notebooks/execute.py notebooks/modeling.ipynb
+
+mlflow-screenshot: install ## docs/mlflow-*.png: the MLflow UI's run comparison over var/notebooks (headless Chromium)
+	@command -v chromium >/dev/null || { echo "needs Debian's chromium: apt-get install -y chromium"; exit 1; }
+	$(PY) infrastructure/mlflow/screenshot.py --store var/notebooks --out docs
+
+mlflow-ui: install ## MLflow UI on 127.0.0.1:5000 over $(MLFLOW_STORE)/mlflow.db (default: the local store)
+	@echo "runs: http://127.0.0.1:5000/#/experiments/1/runs?workflowType=machine_learning&viewStateShareKey=headline"
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(VENV)/bin/mlflow server --host 127.0.0.1 --port 5000 \
+		--backend-store-uri sqlite:///$(MLFLOW_STORE)/mlflow.db --artifacts-destination $(MLFLOW_STORE)/mlartifacts
 
 clean: ## Remove local state (var/) and the virtualenv
 	rm -rf var $(VENV)

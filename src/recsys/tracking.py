@@ -10,6 +10,8 @@ import json
 import logging
 import shutil
 import tempfile
+import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,19 +32,123 @@ BUNDLE_ARTIFACT = "bundle"
 CACHE_POINTER = "LATEST"
 
 
-def configure(settings: Settings) -> MlflowClient:
-    """Point MLflow at the settings' tracking store and make sure the experiment exists."""
+#: experiment tag holding the experiment's kind, as the MLflow UI's kind selector writes it
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+#: the kind of a model-training experiment ("Machine learning" in the UI), not a GenAI one
+TRAINING_KIND = "custom_model_development"
+#: experiment (and run) tag the UI shows as the description
+NOTE_TAG = "mlflow.note.content"
+#: experiment tags ``<prefix><id>`` hold the runs table's saved views (MLflow >= 3.15)
+VIEW_TAG_PREFIX = "mlflow.sharedViewState."
+#: id of the saved view sorted by the headline metric (``?viewStateShareKey=headline``)
+HEADLINE_VIEW = "headline"
+EXPERIMENT_NOTE = (
+    "Training runs of the add-to-cart recommender: one run per `recsys train` / Airflow run. "
+    "Each run is named after its served policy, LightFM loss and size, and training window; "
+    "its Dataset inputs are the training window and the holdout. Compare runs by the headline "
+    "`served_precision_at_5` (precision@5 on holdout add-to-carts of warm visitors) beside the "
+    "baselines `recent.*` and `popular.*`; the saved view *Headline* sorts by it."
+)
+
+
+def runs_view(sort_by: str, columns: Sequence[str] = (), name: str = "Headline") -> dict[str, Any]:
+    """A saved view of the runs table: the runs that logged metric ``sort_by``, sorted by it
+    (descending), showing the ``columns`` (``metrics.`key```, ``params.`key``` ...).
+
+    The filter leaves out the nested tuning trials (they log validation metrics only): the UI
+    nests children under their parent only when runs are sorted by time.
+
+    The envelope the MLflow UI stores under ``mlflow.sharedViewState.<id>``: ``name``,
+    ``createdAt``/``updatedAt`` (epoch ms) and the view's ``state`` as a JSON string.
+
+    >>> view = runs_view("served_precision_at_5", ["params.`policy`"])
+    >>> json.loads(view["state"])["orderByKey"]
+    'metrics.`served_precision_at_5`'
+    """
+    run_name, extra = "attributes.`Run Name`", ["attributes.`Dataset`", "attributes.`Models`"]
+    state = {
+        "orderByKey": f"metrics.`{sort_by}`",
+        "orderByAsc": False,
+        "searchFilter": f"metrics.{sort_by} >= 0",
+        "selectedColumns": [*columns, *extra],
+        # the run's name first and wide enough to read, then the chosen columns in order
+        "columnOrder": [run_name, *columns, *extra],
+        "columnWidths": {
+            run_name: 360,
+            extra[0]: 300,
+            **{c: 150 for c in columns if c.startswith("metrics.")},
+        },
+    }
+    now = int(time.time() * 1000)
+    return {"name": name, "createdAt": now, "updatedAt": now, "state": json.dumps(state)}
+
+
+def _describe_experiment(
+    client: MlflowClient, experiment: Any, sort_by: str | None, columns: Sequence[str]
+) -> None:
+    """Make the experiment a training experiment with a description and a headline view.
+
+    Tags are written only when they differ, so calling this for every stage costs one read.
+    """
+    tags = dict(experiment.tags)
+    wanted = {EXPERIMENT_KIND_TAG: TRAINING_KIND, NOTE_TAG: EXPERIMENT_NOTE}
+    for key, value in wanted.items():
+        if tags.get(key) != value:
+            client.set_experiment_tag(experiment.experiment_id, key, value)
+    if sort_by is None:
+        return
+    key = VIEW_TAG_PREFIX + HEADLINE_VIEW
+    view = runs_view(sort_by, columns)
+    try:
+        old = json.loads(tags[key])
+        if old.get("state") == view["state"]:
+            return
+        view["createdAt"] = old.get("createdAt", view["createdAt"])
+    except (KeyError, ValueError, AttributeError):
+        pass
+    client.set_experiment_tag(experiment.experiment_id, key, json.dumps(view))
+
+
+def configure(
+    settings: Settings, sort_by: str | None = None, columns: Sequence[str] = ()
+) -> MlflowClient:
+    """Point MLflow at the settings' tracking store and make sure the experiment exists.
+
+    The experiment is (made) a model-training experiment with a description; with
+    ``sort_by`` it also gets the saved runs view "Headline" sorted by that metric and
+    showing ``columns`` (see :func:`runs_view` and :func:`experiment_url`).
+    """
     uri = settings.resolved_tracking_uri
     if uri.startswith("sqlite:///"):
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
-    if mlflow.get_experiment_by_name(settings.experiment_name) is None:
-        mlflow.create_experiment(
-            settings.experiment_name, artifact_location=settings.resolved_artifact_root
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    experiment = mlflow.get_experiment_by_name(settings.experiment_name)
+    if experiment is None:
+        experiment_id = mlflow.create_experiment(
+            settings.experiment_name,
+            artifact_location=settings.resolved_artifact_root,
+            tags={EXPERIMENT_KIND_TAG: TRAINING_KIND},
         )
+        experiment = client.get_experiment(experiment_id)
+    _describe_experiment(client, experiment, sort_by, columns)
     mlflow.set_experiment(settings.experiment_name)
-    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+    return client
+
+
+def experiment_url(server_url: str, experiment_id: str, view: str | None = HEADLINE_VIEW) -> str:
+    """The runs table of an experiment in the MLflow UI at ``server_url``, in the UI's
+    machine-learning mode, opened on a saved view.
+
+    The MLflow 3.17 UI picks GenAI or machine-learning pages with a switch kept in the
+    browser (default GenAI) that ``workflowType`` in the URL overrides.
+
+    >>> experiment_url("http://127.0.0.1:5000", "1")
+    'http://127.0.0.1:5000/#/experiments/1/runs?workflowType=machine_learning&viewStateShareKey=headline'
+    """
+    query = "workflowType=machine_learning" + (f"&viewStateShareKey={view}" if view else "")
+    return f"{server_url.rstrip('/')}/#/experiments/{experiment_id}/runs?{query}"
 
 
 class BundleModel(PythonModel):

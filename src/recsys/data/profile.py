@@ -38,6 +38,52 @@ def _utc(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).isoformat()
 
 
+def visitor_table(events: pd.DataFrame) -> pd.DataFrame:
+    """One row per visitor: events by type, sessions, first and last event.
+
+    Sessions split a visitor's events at gaps longer than 30 minutes (:data:`SESSION_GAP_MS`).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Index ``visitorid`` (ascending); columns ``events``, ``view``, ``addtocart``,
+        ``transaction``, ``sessions``, ``first_ms``, ``last_ms`` (all int64).
+
+    Examples
+    --------
+    >>> ev = pd.DataFrame({"timestamp": [0, 60_000, 4_000_000, 0], "visitorid": [1, 1, 1, 2],
+    ...     "event": ["view", "addtocart", "view", "view"], "itemid": [5, 5, 6, 5]})
+    >>> visitor_table(ev)[["events", "addtocart", "sessions"]].to_dict("list")
+    {'events': [3, 1], 'addtocart': [1, 0], 'sessions': [2, 1]}
+    """
+    ts = events[C.TIMESTAMP].to_numpy(np.int64)
+    kind = pd.Categorical(events[C.EVENT], categories=list(C.EVENT_TYPES)).codes
+    visitor_ids, visitor = np.unique(events[C.VISITOR].to_numpy(np.int64), return_inverse=True)
+    n = len(visitor_ids)
+    # sessions: sort by (visitor, time); a new visitor or a gap > 30 min starts one
+    order = np.lexsort((ts, visitor))
+    sv, st = visitor[order], ts[order]
+    starts = np.ones(len(order), bool)
+    starts[1:] = (sv[1:] != sv[:-1]) | (np.diff(st) > SESSION_GAP_MS)
+    first_ms = np.full(n, np.iinfo(np.int64).max)
+    last_ms = np.full(n, np.iinfo(np.int64).min)
+    np.minimum.at(first_ms, visitor, ts)
+    np.maximum.at(last_ms, visitor, ts)
+    return pd.DataFrame(
+        {
+            "events": np.bincount(visitor, minlength=n),
+            **{
+                name: np.bincount(visitor[kind == k], minlength=n)
+                for k, name in enumerate(C.EVENT_TYPES)
+            },
+            "sessions": np.bincount(sv[starts], minlength=n),
+            "first_ms": first_ms,
+            "last_ms": last_ms,
+        },
+        index=pd.Index(visitor_ids, name=C.VISITOR),
+    ).astype(np.int64)
+
+
 def profile_dataset(ds: Dataset) -> dict[str, Any]:
     """Compute the dataset profile.
 
@@ -60,18 +106,11 @@ def profile_dataset(ds: Dataset) -> dict[str, Any]:
     ts = ev[C.TIMESTAMP].to_numpy(np.int64)
     item = ev[C.ITEM].to_numpy(np.int64)
     kind = pd.Categorical(ev[C.EVENT], categories=list(C.EVENT_TYPES)).codes
-    visitor_ids, visitor = np.unique(ev[C.VISITOR].to_numpy(np.int64), return_inverse=True)
-    n_visitors = len(visitor_ids)
-    per_type = [np.bincount(visitor[kind == k], minlength=n_visitors) for k in range(3)]
-    views, carts, buys = per_type
-    events_per_visitor = np.bincount(visitor, minlength=n_visitors)
-
-    # sessions: sort by (visitor, time); a new visitor or a gap > 30 min starts one
-    order = np.lexsort((ts, visitor))
-    sv, st = visitor[order], ts[order]
-    starts = np.ones(len(order), bool)
-    starts[1:] = (sv[1:] != sv[:-1]) | (np.diff(st) > SESSION_GAP_MS)
-    sessions = np.bincount(sv[starts], minlength=n_visitors)
+    visitors = visitor_table(ev)
+    n_visitors = len(visitors)
+    views, carts, buys = (visitors[name].to_numpy() for name in C.EVENT_TYPES)
+    events_per_visitor = visitors["events"].to_numpy()
+    sessions = visitors["sessions"].to_numpy()
     multi = sessions > 1
     buyer = buys > 0
     conv_single = _share(buyer[~multi])

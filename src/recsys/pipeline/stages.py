@@ -31,6 +31,7 @@ from recsys.data import (
     load_item_properties,
 )
 from recsys.data.profile import profile_dataset
+from recsys.data.store import safe_url
 from recsys.evaluation import RELEVANT, score_policies, window_targets
 from recsys.interactions import TrainingData, prepare_training_data
 from recsys.models.lightfm import LightFMModel
@@ -46,7 +47,22 @@ from recsys.pipeline.compare import (
 from recsys.pipeline.config import HEADLINE_TARGET, PipelineConfig
 from recsys.pipeline.fitting import fit_lightfm, served_bundle
 from recsys.pipeline.gate import GateDecision, gate
-from recsys.pipeline.report import log_results, mlflow_key, precision_curve_plot
+from recsys.pipeline.report import (
+    DESCRIPTION_TAG,
+    RUN_NAME_TAG,
+    learning_curve_plot,
+    lightfm_params,
+    log_data_windows,
+    log_figures,
+    log_results,
+    metric_value,
+    mlflow_key,
+    policy_metrics_plot,
+    precision_curve_plot,
+    run_description,
+    run_name,
+    runs_view_columns,
+)
 from recsys.pipeline.tuning import tune as search
 from recsys.serving import ItemSearch, Recommender, precompute_answers
 from recsys.split import TimeSplit, make_split
@@ -99,6 +115,14 @@ class RunFolder:
     def split(self) -> TimeSplit:
         """The run's time split."""
         return TimeSplit(**self.read("run.json")["split"])
+
+    @property
+    def start_ms(self) -> int:
+        """Time of the snapshot's first event (the training window's start)."""
+        start = self.read("run.json").get("start_ms")
+        if start is None:  # a folder written before run.json recorded it
+            start = int(self.load_dataset().events[C.TIMESTAMP].min())
+        return int(start)
 
     @property
     def bundle_dir(self) -> Path:
@@ -157,16 +181,22 @@ def prepare(cfg: PipelineConfig, workdir: str | Path, settings: Settings | None 
         The MLflow run id every later stage logs into.
     """
     settings = settings or Settings()
-    configure(settings)
+    configure(settings, *runs_view_columns(cfg))
     folder = RunFolder(workdir)
     ds = load_data(cfg)
     split = make_split(ds.events, cfg.holdout_days, cfg.validation_days)
     folder.save_dataset(ds)
     folder.write("config.json", cfg.model_dump(mode="json"))
-    with mlflow.start_run(run_name="train") as run:
+    source = str(cfg.data_dir) if cfg.db_url is None else safe_url(cfg.db_url)
+    start_ms = int(ds.events[C.TIMESTAMP].min())
+    # named after the configured policy; tune renames it after what it chose
+    name = run_name(cfg.default_policy, cfg.lightfm, start_ms, split.holdout_start_ms)
+    with mlflow.start_run(run_name=name) as run:
+        log_data_windows(ds.events, split, source)
         mlflow.log_params(
             {
                 "data_dir": str(cfg.data_dir),
+                "events_source": source,
                 "events": len(ds.events),
                 "holdout_days": cfg.holdout_days,
                 "validation_days": cfg.validation_days,
@@ -179,7 +209,9 @@ def prepare(cfg: PipelineConfig, workdir: str | Path, settings: Settings | None 
             }
         )
         mlflow.log_dict(profile_dataset(ds), "data_profile.json")
-    folder.write("run.json", {"run_id": run.info.run_id, "split": asdict(split)})
+    folder.write(
+        "run.json", {"run_id": run.info.run_id, "split": asdict(split), "start_ms": start_ms}
+    )
     return str(run.info.run_id)
 
 
@@ -207,9 +239,16 @@ def tune(workdir: str | Path, settings: Settings | None = None) -> dict[str, Any
             result = search(data, targets, cfg)
             mlflow.log_text(result.trials.to_csv(index=False), "tuning/trials.csv")
         chosen = {"params": result.params, "policy": str(result.policy)}
+    policy, start_ms = Policy(chosen["policy"]), folder.start_ms
     with mlflow.start_run(run_id=folder.run_id):
-        mlflow.log_params(
-            {f"lightfm_{k}": v for k, v in chosen["params"].items()} | {"policy": chosen["policy"]}
+        mlflow.log_params(lightfm_params(chosen["params"]) | {"policy": chosen["policy"]})
+        mlflow.set_tags(
+            {
+                RUN_NAME_TAG: run_name(policy, chosen["params"], start_ms, split.holdout_start_ms),
+                DESCRIPTION_TAG: run_description(
+                    cfg, policy, chosen["params"], split, start_ms, tuned=cfg.trials > 0
+                ),
+            }
         )
     folder.write("tuning.json", chosen)
     return chosen
@@ -237,6 +276,7 @@ class _LearningCurve:
         self.lists = serving_lists(data, cfg.popularity_window_days)
         self.bundle: Bundle | None = None
         self.search: ItemSearch | None = None
+        self.values: dict[int, float] = {}
 
     def __call__(self, epoch: int, model: LightFMModel) -> None:
         # diagnostic only: the epochs were chosen on the validation window, not here
@@ -246,8 +286,9 @@ class _LearningCurve:
         table = score_policies(
             rec, {HEADLINE_TARGET: self.targets}, self.cfg.k, len(self.data.item_ids)
         )
+        self.values[epoch] = headline(table, "lightfm", self.cfg.k)
         key = f"curve_holdout_{mlflow_key(self.cfg.headline)}"
-        mlflow.log_metric(key, headline(table, "lightfm", self.cfg.k), step=epoch)
+        mlflow.log_metric(key, metric_value(self.values[epoch]), step=epoch)
 
 
 def fit_and_evaluate(workdir: str | Path, settings: Settings | None = None) -> Path:
@@ -283,12 +324,23 @@ def fit_and_evaluate(workdir: str | Path, settings: Settings | None = None) -> P
         rankers = {**baseline_policies(data, curve.lists), **served}
         results = score_policies(rankers, targets, cfg.k, len(data.item_ids))
         log_results(results)
-        mlflow.log_figure(
-            precision_curve_plot(rankers, targets[HEADLINE_TARGET]),
-            "evaluation/precision_at_k.png",
-        )
+        figures = {
+            "evaluation/precision_at_k.png": precision_curve_plot(
+                rankers, targets[HEADLINE_TARGET]
+            ),
+            "evaluation/policies.png": policy_metrics_plot(results, cfg.gate_metrics),
+            "evaluation/learning_curve.png": learning_curve_plot(
+                curve.values, cfg.headline, "holdout"
+            ),
+        }
+        log_figures(figures)
         candidate = gate_score(results, LIGHTFM_POLICIES[policy], cfg.gate_metrics)
-        mlflow.log_metric(f"served_{mlflow_key(cfg.headline)}", candidate[0])
+        mlflow.log_metrics(
+            {
+                f"served_{mlflow_key(m)}": metric_value(v)
+                for m, v in zip(cfg.gate_metrics, candidate, strict=True)
+            }
+        )
     bundle.metadata.update(
         {
             "policy": str(policy),
@@ -338,14 +390,15 @@ def decide(workdir: str | Path, settings: Settings | None = None) -> GateDecisio
         if unjudged is not None
         else gate(candidate, champion_score, baselines, cfg.gate_metrics)
     )
-    if champion_score is not None:
-        with mlflow.start_run(run_id=folder.run_id):
-            mlflow.log_metrics(
-                {
-                    f"champion_rescored_{mlflow_key(m)}": v
-                    for m, v in zip(cfg.gate_metrics, champion_score, strict=True)
-                }
-            )
+    # logged by every run (NaN: no champion re-scored), so that runs share their metric keys
+    rescored = champion_score or (float("nan"),) * len(cfg.gate_metrics)
+    with mlflow.start_run(run_id=folder.run_id):
+        mlflow.log_metrics(
+            {
+                f"champion_rescored_{mlflow_key(m)}": metric_value(v)
+                for m, v in zip(cfg.gate_metrics, rescored, strict=True)
+            }
+        )
     folder.write("decision.json", {**asdict(decision), "champion_score": champion_score})
     return decision
 

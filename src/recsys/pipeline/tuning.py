@@ -14,9 +14,9 @@ from recsys.evaluation import score_policies
 from recsys.interactions import TrainingData
 from recsys.names import Policy
 from recsys.pipeline.compare import headline, lightfm_policies, policy_of
-from recsys.pipeline.config import HEADLINE_TARGET, PipelineConfig
+from recsys.pipeline.config import DEFAULT_LIGHTFM, HEADLINE_TARGET, PipelineConfig
 from recsys.pipeline.fitting import fit_lightfm, served_bundle
-from recsys.pipeline.report import mlflow_key
+from recsys.pipeline.report import lightfm_params, mlflow_key
 
 
 @dataclass(frozen=True)
@@ -54,8 +54,13 @@ def tune(data: TrainingData, targets: pd.DataFrame, cfg: PipelineConfig) -> Tuni
 
     def objective(trial: optuna.Trial) -> float:
         params = cfg.lightfm if trial.number == 0 else suggest(trial, cfg.lightfm)
-        with mlflow.start_run(run_name=f"trial-{trial.number}", nested=True):
-            mlflow.log_params(params)
+        shown = {**DEFAULT_LIGHTFM, **params}
+        name = (
+            f"trial-{trial.number} · {shown['loss']} d{shown['no_components']} e{shown['epochs']}"
+        )
+        with mlflow.start_run(run_name=name, nested=True):
+            # the parent run's keys: trials and runs compare column by column
+            mlflow.log_params(lightfm_params(params))
             model = fit_lightfm(data, params, cfg.seed, cfg.popularity_window_days)
             recs = lightfm_policies(served_bundle(model, data, lists, params))
             table = score_policies(recs, {HEADLINE_TARGET: targets}, cfg.k, len(data.item_ids))
