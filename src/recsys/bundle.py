@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -251,12 +252,14 @@ def _csr(rows: np.ndarray, n_rows: int) -> np.ndarray:
     return indptr
 
 
-def popularity_ranking(data: TrainingData, window_days: int = 14) -> np.ndarray:
+def popularity_ranking(
+    data: TrainingData, window_days: int = 14, weights: Mapping[str, float] | None = None
+) -> np.ndarray:
     """Item positions ranked by event-weighted popularity over the last ``window_days``.
 
-    Events weigh as in the interactions (``data.event_weights``). Ties (and items without
-    events in the window) are ordered by the all-time number of events, then by position, so
-    every item appears exactly once.
+    Events weigh as in the interactions (``data.event_weights``) unless ``weights`` says
+    otherwise. Ties (and items without events in the window) are ordered by the all-time
+    number of events, then by position, so every item appears exactly once.
 
     Parameters
     ----------
@@ -264,6 +267,8 @@ def popularity_ranking(data: TrainingData, window_days: int = 14) -> np.ndarray:
         Training data; its ``events`` are before ``cutoff_ms``.
     window_days : int
         Length of the window ending at ``cutoff_ms``.
+    weights : mapping of str to float, optional
+        Weight per event type, e.g. ``{"addtocart": 1.0}`` counts add-to-carts only.
 
     Returns
     -------
@@ -276,10 +281,10 @@ def popularity_ranking(data: TrainingData, window_days: int = 14) -> np.ndarray:
     events = data.events
     items = index_of(data.item_ids, events[ITEM].to_numpy(dtype=np.int64))
     ts = events[TIMESTAMP].to_numpy(dtype=np.int64)
-    weights = event_weight_array(events, data.event_weights)
+    per_event = event_weight_array(events, data.event_weights if weights is None else weights)
     known = items >= 0
     recent = known & (ts >= data.cutoff_ms - window_days * DAY_MS)
-    recent_weight = np.bincount(items[recent], weights=weights[recent], minlength=n_items)
+    recent_weight = np.bincount(items[recent], weights=per_event[recent], minlength=n_items)
     total_count = np.bincount(items[known], minlength=n_items)
     # lexsort: the last key is the primary one
     order = np.lexsort((np.arange(n_items), -total_count, -recent_weight))

@@ -1,10 +1,10 @@
-"""Recommender models: one interface (:class:`Model`), LightFM and two baselines.
+"""Recommender models: one interface (:class:`Model`), LightFM and three baselines.
 
 ``LightFMModel`` lives in :mod:`recsys.models.lightfm` and is not imported here, so that
 importing the baselines never loads LightFM.
 """
 
 from recsys.models.base import Model
-from recsys.models.baselines import PopularityModel, RecentViewsModel
+from recsys.models.baselines import CartPopularityModel, PopularityModel, RecentViewsModel
 
-__all__ = ["Model", "PopularityModel", "RecentViewsModel"]
+__all__ = ["CartPopularityModel", "Model", "PopularityModel", "RecentViewsModel"]

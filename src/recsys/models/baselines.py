@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING, Self
 
 import numpy as np
 
-from recsys.bundle import Bundle, ServingLists, make_bundle, serving_lists
+from recsys.bundle import Bundle, ServingLists, make_bundle, popularity_ranking, serving_lists
+from recsys.columns import ADDTOCART
 from recsys.names import Policy
 
 if TYPE_CHECKING:
@@ -70,3 +72,26 @@ class RecentViewsModel(_ConstantModel):
 
     name = "recent"
     policy = Policy.RECENT
+
+
+class CartPopularityModel(_ConstantModel):
+    """Most added-to-cart items of the last ``window_days`` (plain counts), for everyone.
+
+    The target action counted as it is, without the view/purchase weights of
+    :class:`PopularityModel`: on real data it can be the stronger of the two.
+
+    Parameters
+    ----------
+    window_days : int
+        Popularity window ending at the training cutoff.
+    """
+
+    name = "popular_addtocart"
+    policy = Policy.POPULAR
+
+    def to_bundle(self, data: TrainingData, lists: ServingLists | None = None) -> Bundle:
+        """As :class:`PopularityModel`, ranked by add-to-cart counts in the window."""
+        if lists is None:
+            lists = serving_lists(data, self.window_days)
+        carts = popularity_ranking(data, lists.popularity_window_days, {ADDTOCART: 1.0})
+        return super().to_bundle(data, replace(lists, popular=carts))

@@ -14,7 +14,7 @@ from scipy import sparse
 
 from recsys import columns as C
 from recsys.interactions import DEFAULT_EVENT_WEIGHTS, TrainingData, build_interactions
-from recsys.models import Model, PopularityModel, RecentViewsModel
+from recsys.models import CartPopularityModel, Model, PopularityModel, RecentViewsModel
 from recsys.models.lightfm import LightFMModel
 from recsys.serving import Recommender
 from tests.helpers import make_events
@@ -70,6 +70,7 @@ MODELS = {
         no_components=8, epochs=10, learning_rate=0.05, num_threads=1, random_state=3
     ),
     "popular": PopularityModel,
+    "popular_addtocart": CartPopularityModel,
     "recent": RecentViewsModel,
 }
 
