@@ -196,9 +196,9 @@ def retrain_recommender() -> None:
         is trained or registered. Returns the numbers checked."""
         from dataclasses import asdict
 
+        from airflow.sdk.exceptions import AirflowFailException
         from pydantic import ValidationError
 
-        from airflow.sdk.exceptions import AirflowFailException
         from recsys.exceptions import DataCheckError
         from recsys.pipeline import check
 
@@ -295,6 +295,7 @@ def retrain_recommender() -> None:
         (skipped otherwise). A service that is down or refuses is a logged warning, not a
         failure: it also polls the alias."""
         from airflow.sdk.exceptions import AirflowSkipException
+
         from recsys.config import CHAMPION_ALIAS
         from recsys.notify import request_reload
 
