@@ -138,7 +138,8 @@ def _requested_end_ms(context: Any) -> int | None:
         when = datetime.fromisoformat(requested)
         return int((when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp() * 1000)
     run = context["dag_run"]
-    if str(run.run_type) in ("scheduled", "backfill") and run.data_interval_end is not None:
+    # run_type is a str enum: compare values (its str() is the member's name)
+    if run.run_type in ("scheduled", "backfill") and run.data_interval_end is not None:
         return int(run.data_interval_end.timestamp() * 1000)
     return None
 
@@ -305,8 +306,10 @@ def retrain_recommender() -> None:
         token = settings.admin_token.get_secret_value() if settings.admin_token else None
         return request_reload(settings.service_url, token)
 
-    workdir = prepare(check_store())
-    promoted = promote(workdir)
+    # XComArgs stand for the values at run time (typed Any: mypy sees XComArg, not str)
+    checked: Any = check_store()
+    workdir: Any = prepare(checked)
+    promoted: Any = promote(workdir)
     chain(
         workdir,
         tune(workdir),

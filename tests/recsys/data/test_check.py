@@ -45,7 +45,9 @@ def test_fresh_store_passes_and_reports_its_numbers(store: EventStore) -> None:
 
 
 def test_stale_data_fails_naming_the_dates(store: EventStore) -> None:
-    with pytest.raises(DataCheckError, match=r"stale data: .* 2015-05-30T03:00:00Z, 3\.0 days earlier"):
+    with pytest.raises(
+        DataCheckError, match=r"stale data: .* 2015-05-30T03:00:00Z, 3\.0 days earlier"
+    ):
         check_store(store, T0 + 23 * DAY + 51, **RULES)
     with pytest.raises(DataCheckError, match="holds no events before the interval end"):
         check_store(store, T0, **RULES)
