@@ -17,7 +17,7 @@ DATA_DIR ?= var/demo/raw
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: help install demo test test-fast lint format typecheck lock mlflow-ui clean
+.PHONY: help install demo test test-fast lint format typecheck lock mlflow-ui airflow airflow-start airflow-stop clean
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -31,11 +31,11 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 
 install: $(VENV)/.installed ## Create .venv and install pinned dependencies + the package
 
-demo: install ## Synthetic data -> store -> train + register champion -> service on $(HOST):$(PORT)
+demo: install ## Synthetic data -> event store -> train + register champion -> service on $(HOST):$(PORT)
 	$(RECSYS) data synth --out $(DATA_DIR) --scale $(SCALE) --seed $(SEED)
 	$(RECSYS) data import $(DATA_DIR)
 	$(RECSYS) data profile $(DATA_DIR) --json var/demo/profile.json
-	$(RECSYS) train --data-dir $(DATA_DIR) --db sqlite:///var/events.db --trials $(TRIALS)
+	$(RECSYS) train --trials $(TRIALS)
 	@$(RECSYS) serve --host $(HOST) --port $(PORT) & pid=$$!; trap "kill $$pid 2>/dev/null" EXIT INT TERM; \
 	for _ in $$(seq 120); do curl -sf http://$(HOST):$(PORT)/health/ready >/dev/null && break; sleep 0.5; done; \
 	user=$$($(PY) -c "import pandas as p; e=p.read_csv('$(DATA_DIR)/events.csv'); print(e.visitorid.value_counts().index[0])"); \
@@ -49,14 +49,14 @@ test-fast: install ## The edit-test loop: every test not marked slow, doctests i
 	$(PY) -m pytest -q -m "not slow"
 
 lint: install ## ruff lint + format check
-	$(VENV)/bin/ruff check src tests fastapi_service benchmarks
-	$(VENV)/bin/ruff format --check src tests fastapi_service benchmarks
+	$(VENV)/bin/ruff check src tests fastapi_service airflow_ml_pipeline benchmarks
+	$(VENV)/bin/ruff format --check src tests fastapi_service airflow_ml_pipeline benchmarks
 
 format: install ## Apply ruff fixes and formatting
-	$(VENV)/bin/ruff check --fix src tests fastapi_service benchmarks
-	$(VENV)/bin/ruff format src tests fastapi_service benchmarks
+	$(VENV)/bin/ruff check --fix src tests fastapi_service airflow_ml_pipeline benchmarks
+	$(VENV)/bin/ruff format src tests fastapi_service airflow_ml_pipeline benchmarks
 
-typecheck: install ## mypy on src/ and fastapi_service/
+typecheck: install ## mypy on src/, fastapi_service/ and the DAGs
 	$(VENV)/bin/mypy
 
 lock: ## Re-pin requirements.txt from requirements.in
@@ -64,6 +64,15 @@ lock: ## Re-pin requirements.txt from requirements.in
 
 mlflow-ui: install ## MLflow UI on 127.0.0.1:5000 over the local store
 	$(VENV)/bin/mlflow ui --host 127.0.0.1 --port 5000 --backend-store-uri sqlite:///var/mlflow.db
+
+airflow: install ## Airflow UI on 127.0.0.1:8080 + scheduler + DAG processor over var/ (login printed; Ctrl-C stops)
+	airflow_ml_pipeline/run-airflow.sh run
+
+airflow-start: install ## The same in the background (returns once healthy)
+	airflow_ml_pipeline/run-airflow.sh start
+
+airflow-stop: ## Stop what airflow-start started
+	airflow_ml_pipeline/run-airflow.sh stop
 
 clean: ## Remove local state (var/) and the virtualenv
 	rm -rf var $(VENV)

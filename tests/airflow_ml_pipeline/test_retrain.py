@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from airflow_testkit import CRIPPLED_CONF, FAST_CONF, run_dag
+from airflow_testkit import CRIPPLED_CONF, FAST_CONF, migrate, run_dag
 from mlflow.tracking import MlflowClient
 
 from recsys.columns import ADDTOCART, DAY_MS, VIEW
@@ -45,6 +45,14 @@ class _Webhook(BaseHTTPRequestHandler):
 
     def log_message(self, *args: object) -> None:
         pass
+
+
+@pytest.fixture(scope="module")
+def airflow_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An Airflow home whose SQLite metadata database is migrated."""
+    home = tmp_path_factory.mktemp("airflow-home")
+    migrate(home)
+    return home
 
 
 @pytest.fixture(scope="module")
