@@ -27,7 +27,7 @@ PIDS="$AIRFLOW_HOME/pids"
 LOGS="$AIRFLOW_HOME/logs"
 
 stop_all() {
-    [[ -d "$PIDS" ]] || return 0
+    [[ -n "$(ls -A "$PIDS" 2>/dev/null)" ]] || return 0
     local pidfile pid
     for pidfile in "$PIDS"/*.pid; do
         [[ -e "$pidfile" ]] || continue
@@ -79,6 +79,8 @@ source "$AIRFLOW_HOME/secrets.env"
 export AIRFLOW__CORE__DAGS_FOLDER="$REPO/airflow_ml_pipeline/dags"
 export AIRFLOW__CORE__LOAD_EXAMPLES=False
 export AIRFLOW__CORE__EXECUTOR=LocalExecutor
+# the DAG runs one task at a time (max_active_runs=1): two worker processes, not Airflow's 32
+export AIRFLOW__CORE__PARALLELISM="${AIRFLOW__CORE__PARALLELISM:-2}"
 export AIRFLOW__CORE__AUTH_MANAGER=airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager
 export AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS=admin:admin
 export AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE="$AIRFLOW_HOME/passwords.json"

@@ -50,49 +50,97 @@ PARAMS = {
         description="Days of events before the interval end to train on; empty = all events.",
     ),
     "holdout_days": Param(
-        7, type="integer", minimum=1, maximum=90, description="Days held out to judge models."
+        7,
+        title="Holdout (days)",
+        type="integer",
+        minimum=1,
+        maximum=90,
+        description="Days held out to judge models.",
     ),
     "validation_days": Param(
-        7, type="integer", minimum=0, maximum=90, description="Days before the holdout for tuning."
+        7,
+        title="Validation (days)",
+        type="integer",
+        minimum=0,
+        maximum=90,
+        description="Days before the holdout for tuning.",
     ),
     "trials": Param(
-        3, type="integer", minimum=0, maximum=200, description="Optuna trials; 0 = no tuning."
+        3,
+        title="Tuning trials",
+        type="integer",
+        minimum=0,
+        maximum=200,
+        description="Optuna trials; 0 = no tuning.",
     ),
     "timeout_s": Param(
-        900, type="number", exclusiveMinimum=0, description="Tuning time budget (seconds)."
+        900,
+        title="Tuning budget (s)",
+        type="number",
+        exclusiveMinimum=0,
+        description="Tuning time budget (seconds).",
     ),
     "epochs": Param(
-        15, type="integer", minimum=1, maximum=500, description="LightFM epochs (untuned runs)."
+        15,
+        title="LightFM epochs",
+        type="integer",
+        minimum=1,
+        maximum=500,
+        description="LightFM epochs (untuned runs).",
     ),
     "no_components": Param(
-        64, type="integer", minimum=1, maximum=512, description="LightFM embedding size."
+        64,
+        title="LightFM components",
+        type="integer",
+        minimum=1,
+        maximum=512,
+        description="LightFM embedding size.",
     ),
     "learning_rate": Param(
-        0.05, type="number", exclusiveMinimum=0, maximum=1, description="LightFM learning rate."
+        0.05,
+        title="LightFM learning rate",
+        type="number",
+        exclusiveMinimum=0,
+        maximum=1,
+        description="LightFM learning rate.",
     ),
     "policy": Param(
         "blend",
+        title="Served policy",
         type="string",
         enum=["blend", "model"],
         description="Served policy of untuned runs (tuning picks it otherwise).",
     ),
     "promote": Param(
-        True, type="boolean", description="Move `champion` when the gate passes (off: challenger)."
+        True,
+        title="Promote",
+        type="boolean",
+        description="Move `champion` when the gate passes (off: challenger).",
     ),
     "interval_end": Param(
         None,
+        title="Interval end",
         type=["null", "string"],
         format="date-time",
         description="Train on events before this instant (ISO 8601); empty = the run's rule.",
     ),
     "min_events": Param(
-        1000, type="integer", minimum=0, description="Fewest events in the training window."
+        1000,
+        title="Minimum events",
+        type="integer",
+        minimum=0,
+        description="Fewest events in the training window.",
     ),
     "min_holdout_addtocart": Param(
-        10, type="integer", minimum=0, description="Fewest add-to-cart events in the holdout."
+        10,
+        title="Minimum holdout add-to-carts",
+        type="integer",
+        minimum=0,
+        description="Fewest add-to-cart events in the holdout.",
     ),
     "max_staleness_days": Param(
         1.0,
+        title="Maximum staleness (days)",
         type="number",
         exclusiveMinimum=0,
         description="Oldest the newest event may be before the interval end (days).",
