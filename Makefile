@@ -20,7 +20,7 @@ PORT ?= 8000
 # `make mlflow-ui`: the folder of the MLflow store shown (var/notebooks: the notebooks' runs)
 MLFLOW_STORE ?= var
 
-.PHONY: help install demo test test-fast lint format typecheck lock notebooks mlflow-screenshot mlflow-ui clean
+.PHONY: help install demo test test-fast lint format typecheck lock notebooks mlflow-screenshot mlflow-ui airflow airflow-start airflow-stop clean
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -34,11 +34,11 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 
 install: $(VENV)/.installed ## Create .venv and install pinned dependencies + the package
 
-demo: install ## Synthetic data -> store -> train + register champion -> service on $(HOST):$(PORT)
+demo: install ## Synthetic data -> event store -> train + register champion -> service on $(HOST):$(PORT)
 	$(RECSYS) data synth --out $(DATA_DIR) --scale $(SCALE) --seed $(SEED)
 	$(RECSYS) data import $(DATA_DIR)
 	$(RECSYS) data profile $(DATA_DIR) --json var/demo/profile.json
-	$(RECSYS) train --data-dir $(DATA_DIR) --db sqlite:///var/events.db --trials $(TRIALS)
+	$(RECSYS) train --trials $(TRIALS)
 	@$(RECSYS) serve --host $(HOST) --port $(PORT) & pid=$$!; trap "kill $$pid 2>/dev/null" EXIT INT TERM; \
 	for _ in $$(seq 120); do curl -sf http://$(HOST):$(PORT)/health/ready >/dev/null && break; sleep 0.5; done; \
 	user=$$($(PY) -c "import pandas as p; e=p.read_csv('$(DATA_DIR)/events.csv'); print(e.visitorid.value_counts().index[0])"); \
@@ -51,7 +51,7 @@ test: lint typecheck ## Lint, type-check and run the whole test suite (needs Pos
 test-fast: install ## The edit-test loop: every test not marked slow, doctests included (< 30 s)
 	$(PY) -m pytest -q -m "not slow"
 
-LINTED := src tests fastapi_service benchmarks notebooks/execute.py infrastructure/mlflow/screenshot.py
+LINTED := src tests fastapi_service airflow_ml_pipeline benchmarks notebooks/execute.py infrastructure/mlflow/screenshot.py
 
 lint: install ## ruff lint + format check
 	$(VENV)/bin/ruff check $(LINTED)
@@ -61,7 +61,7 @@ format: install ## Apply ruff fixes and formatting
 	$(VENV)/bin/ruff check --fix $(LINTED)
 	$(VENV)/bin/ruff format $(LINTED)
 
-typecheck: install ## mypy on src/ and fastapi_service/
+typecheck: install ## mypy on src/, fastapi_service/ and the DAGs
 	$(VENV)/bin/mypy
 
 lock: ## Re-pin requirements.txt from requirements.in
@@ -81,6 +81,15 @@ mlflow-ui: install ## MLflow UI on 127.0.0.1:5000 over $(MLFLOW_STORE)/mlflow.db
 	@echo "runs: http://127.0.0.1:5000/#/experiments/1/runs?workflowType=machine_learning&viewStateShareKey=headline"
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(VENV)/bin/mlflow server --host 127.0.0.1 --port 5000 \
 		--backend-store-uri sqlite:///$(MLFLOW_STORE)/mlflow.db --artifacts-destination $(MLFLOW_STORE)/mlartifacts
+
+airflow: install ## Airflow UI on 127.0.0.1:8080 + scheduler + DAG processor over var/ (login printed; Ctrl-C stops)
+	airflow_ml_pipeline/run-airflow.sh run
+
+airflow-start: install ## The same in the background (returns once healthy)
+	airflow_ml_pipeline/run-airflow.sh start
+
+airflow-stop: ## Stop what airflow-start started
+	airflow_ml_pipeline/run-airflow.sh stop
 
 clean: ## Remove local state (var/) and the virtualenv
 	rm -rf var $(VENV)

@@ -28,6 +28,21 @@ def tiny_raw(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def tiny_store(tmp_path_factory: pytest.TempPathFactory, tiny_raw: Path) -> str:
+    """URL of a SQLite event store holding ``tiny_raw`` (events, property rows, tree).
+
+    Shared by the session: tests that write events copy it first (``tests.helpers.copy_store``).
+    """
+    from recsys.data import EventStore
+
+    url = f"sqlite:///{tmp_path_factory.mktemp('store') / 'events.db'}"
+    store = EventStore(url)
+    store.import_folder(tiny_raw)
+    store.engine.dispose()
+    return url
+
+
 def _require_postgres(dsn: str) -> None:
     """Unreachable server: a failure when ``CI`` is set, else a skip."""
     try:

@@ -5,6 +5,10 @@ Import as ``from tests.helpers import ...`` (pytest puts the repository root on 
 
 from __future__ import annotations
 
+import sqlite3
+from contextlib import closing
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
@@ -61,3 +65,15 @@ def make_properties(
     if categorical:
         frame[PROPERTY] = frame[PROPERTY].astype("category")
     return frame
+
+
+def copy_store(url: str, folder: Path) -> str:
+    """A private copy of the SQLite store at ``url`` in ``folder`` (created); its URL."""
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / "events.db"
+    with (
+        closing(sqlite3.connect(url.removeprefix("sqlite:///"))) as source,
+        closing(sqlite3.connect(target)) as copy,
+    ):
+        source.backup(copy)
+    return f"sqlite:///{target}"

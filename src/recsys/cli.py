@@ -71,10 +71,13 @@ def synth(
 def import_(
     folder: DirArg,
     db: Annotated[
-        str | None, typer.Option(help="SQLAlchemy URL; default: SQLite under var/.")
+        str | None,
+        typer.Option(help="SQLAlchemy URL; default: RECSYS_DB_URL, else SQLite under var/."),
     ] = None,
 ) -> None:
-    """Load events.csv into the event store (idempotent: re-imports add nothing)."""
+    """Load the files into the event store: events.csv, and when present the item property
+    parts (the category/availability rows training reads) and category_tree.csv.
+    Idempotent: re-imports add nothing."""
     from recsys.data import EventStore
     from recsys.data.store import safe_url
 
@@ -87,7 +90,9 @@ def import_(
     except RecsysError as exc:
         _fail(exc)
     console.print(
-        f"stored {added:,} new events in {safe_url(url)} ({time.perf_counter() - started:.1f} s)"
+        f"stored {added.events:,} new events, {added.item_properties:,} new property rows and "
+        f"{added.category_tree:,} new or changed categories in {safe_url(url)} "
+        f"({time.perf_counter() - started:.1f} s)"
     )
 
 
@@ -123,8 +128,8 @@ def _help(field: str) -> str:
 
 @app.command()
 def train(
-    data_dir: Annotated[Path, typer.Option(help=_help("data_dir"))] = _DEFAULTS.data_dir,
     db: Annotated[str | None, typer.Option(help=_help("db_url"))] = None,
+    window_days: Annotated[int | None, typer.Option(help=_help("window_days"))] = None,
     trials: Annotated[int, typer.Option(help=_help("trials"))] = _DEFAULTS.trials,
     timeout: Annotated[float | None, typer.Option(help=_help("timeout_s"))] = _DEFAULTS.timeout_s,
     holdout_days: Annotated[int, typer.Option(help=_help("holdout_days"))] = _DEFAULTS.holdout_days,
@@ -138,11 +143,14 @@ def train(
     components: Annotated[
         int | None, typer.Option(help="LightFM components of untuned runs (default: 64).")
     ] = None,
+    promote: Annotated[bool, typer.Option(help=_help("promote"))] = _DEFAULTS.promote,
     seed: Annotated[int, typer.Option()] = _DEFAULTS.seed,
 ) -> None:
-    """Train LightFM + baselines, evaluate on the time holdout, log, register, gate."""
+    """Train on the event store: evaluate on the time holdout, gate, refit on every event,
+    register and promote (the served model's cutoff is the newest event + 1 ms)."""
     from pydantic import ValidationError
 
+    from recsys.data.check import iso
     from recsys.pipeline import run_pipeline
 
     lightfm = dict(_DEFAULTS.lightfm)
@@ -150,14 +158,15 @@ def train(
     lightfm.update({"no_components": components} if components is not None else {})
     try:
         cfg = PipelineConfig(
-            data_dir=data_dir,
             db_url=db,
+            window_days=window_days,
             trials=trials,
             timeout_s=timeout,
             holdout_days=holdout_days,
             validation_days=validation_days,
             k=k,
             lightfm=lightfm,
+            promote=promote,
             seed=seed,
         )
         result = run_pipeline(cfg)
@@ -169,7 +178,9 @@ def train(
     console.print(
         f"run [bold]{result.run_id}[/] -> {Settings().model_name} version "
         f"[bold]{result.model_version}[/] alias [bold]{result.alias}[/] (policy {result.policy})\n"
-        f"gate: {result.decision.reason}"
+        f"gate: {result.decision.reason}\n"
+        f"evaluated model: trained before {iso(result.evaluated_cutoff_ms)} (holdout start); "
+        f"served model: refitted on every event before {iso(result.cutoff_ms)}"
     )
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 #: name of the registered model and of the alias the service serves
@@ -36,6 +36,15 @@ class Settings(BaseSettings):
     )
     experiment_name: str = "recsys"
     model_name: str = MODEL_NAME
+    service_url: str = Field(
+        "http://127.0.0.1:8000", description="The recommendation service a retrain asks to reload."
+    )
+    admin_token: SecretStr | None = Field(
+        None, description="The service's bearer token for POST /admin/reload (no default)."
+    )
+    alert_webhook_url: str | None = Field(
+        None, description="Where a failed retraining run posts an alert (JSON); unset: logs only."
+    )
 
     @property
     def resolved_db_url(self) -> str:

@@ -41,3 +41,8 @@ class ConfigurationError(RecsysError, ValueError):
 
 class ModelNotFoundError(RecsysError):
     """No model could be resolved from the registry or a local path."""
+
+
+class DataCheckError(RecsysError):
+    """The event store cannot feed a training run: no, too few or stale events, or a broken
+    schema. Retrying does not help; the message says what to fix."""

@@ -28,7 +28,12 @@ class TimeSplit:
     end_ms: int
 
 
-def make_split(events: pd.DataFrame, holdout_days: int = 7, validation_days: int = 7) -> TimeSplit:
+def make_split(
+    events: pd.DataFrame,
+    holdout_days: int = 7,
+    validation_days: int = 7,
+    end_ms: int | None = None,
+) -> TimeSplit:
     """Put the holdout on the last ``holdout_days`` days and validation on the days before.
 
     Parameters
@@ -39,11 +44,14 @@ def make_split(events: pd.DataFrame, holdout_days: int = 7, validation_days: int
         Length of the holdout window in days (>= 1).
     validation_days : int
         Length of the validation window in days (>= 0; 0 gives an empty validation window).
+    end_ms : int, optional
+        End of the data (exclusive), e.g. a run's data interval end; default: the last
+        event's timestamp + 1, so the last event is in the holdout.
 
     Returns
     -------
     TimeSplit
-        ``end_ms`` is the last event's timestamp + 1, so the last event is in the holdout.
+        Windows counted back from ``end_ms``.
 
     Raises
     ------
@@ -59,7 +67,7 @@ def make_split(events: pd.DataFrame, holdout_days: int = 7, validation_days: int
     if events.empty:
         raise ConfigurationError("cannot split an empty event log")
     timestamps = events[TIMESTAMP]
-    end_ms = int(timestamps.max()) + 1
+    end_ms = int(timestamps.max()) + 1 if end_ms is None else int(end_ms)
     holdout_start_ms = end_ms - holdout_days * DAY_MS
     validation_start_ms = holdout_start_ms - validation_days * DAY_MS
     if int(timestamps.min()) >= validation_start_ms:

@@ -1,4 +1,5 @@
-"""The whole pipeline on tiny synthetic data against a real (SQLite-backed) MLflow store."""
+"""The whole pipeline on tiny synthetic data in a real event store, against a real
+(SQLite-backed) MLflow store."""
 
 from __future__ import annotations
 
@@ -12,8 +13,10 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from recsys.bundle import Bundle
+from recsys.columns import DAY_MS
 from recsys.config import Settings
-from recsys.pipeline import PipelineConfig, headline, run_pipeline
+from recsys.data import EventStore
+from recsys.pipeline import BASELINES, PipelineConfig, headline, run_pipeline
 from recsys.serving import Recommender
 from recsys.tracking import download_bundle
 
@@ -32,70 +35,134 @@ CRIPPLED = {**FAST, "no_components": 2, "learning_rate": 1e-5, "epochs": 1}
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory, tiny_raw: Path) -> dict:
+def store(tmp_path_factory: pytest.TempPathFactory, tiny_store: str) -> dict:
     var = tmp_path_factory.mktemp("var")
-    settings = Settings(var_dir=var)
-    first = run_pipeline(
-        PipelineConfig(data_dir=tiny_raw, trials=2, lightfm=dict(FAST), progress=False), settings
-    )
-    return {"settings": settings, "first": first, "raw": tiny_raw}
+    settings = Settings(var_dir=var, db_url=tiny_store)
+    first = run_pipeline(PipelineConfig(trials=2, lightfm=dict(FAST), progress=False), settings)
+    newest = EventStore(tiny_store).newest_event_ms()
+    return {"settings": settings, "first": first, "db": tiny_store, "newest": newest}
+
+
+def _champion_bundle(settings: Settings, tmp_path: Path) -> tuple[str, Bundle]:
+    uri = settings.resolved_tracking_uri
+    path, version = download_bundle(f"models:/{settings.model_name}@champion", tmp_path, uri)
+    return version, Bundle.load(path)
 
 
 def test_first_run_becomes_champion_beating_every_baseline(store: dict) -> None:
     first = store["first"]
     assert first.alias == "champion", first.decision.reason
+    assert first.champion_compared_as == "none"
     served = "lightfm" if first.policy == "model" else "lightfm+recent"
-    for baseline in ("popular", "recent"):
+    assert set(BASELINES) == {"popular", "popular_carts", "recent", "recent_views", "covisit"}
+    for baseline in BASELINES:
         assert headline(first.results, served, 5) > headline(first.results, baseline, 5)
     # every model is reported per target and segment, on the same split
     index = first.results.index
-    assert {"popular", "recent", "lightfm", "lightfm+recent"} <= set(index.get_level_values(0))
+    assert {*BASELINES, "lightfm", "lightfm+recent"} == set(index.get_level_values(0))
     assert {"addtocart", "any"} == set(index.get_level_values(1))
     assert {"warm", "cold", "all"} == set(index.get_level_values(2))
 
 
-def test_worse_model_is_challenger_with_reason(store: dict) -> None:
+def test_served_model_is_refitted_up_to_the_newest_event(store: dict, tmp_path: Path) -> None:
+    """Evaluated before the holdout, served through the last event: the metadata says both."""
+    first = store["first"]
+    assert first.cutoff_ms == store["newest"] + 1
+    assert first.evaluated_cutoff_ms == first.cutoff_ms - 7 * DAY_MS
+    version, bundle = _champion_bundle(store["settings"], tmp_path)
+    assert version == first.model_version
+    meta = bundle.metadata
+    assert meta["cutoff_ms"] == meta["data_end_ms"] == first.cutoff_ms
+    assert meta["evaluated_cutoff_ms"] == first.evaluated_cutoff_ms
+    assert meta["params"] == first.params and meta["policy"] == first.policy
+    served = "lightfm" if first.policy == "model" else "lightfm+recent"
+    assert meta["metrics"]["precision@5"] == headline(first.results, served, 5)
+    assert meta["gate"] == first.decision.reason
+    # visitors whose first event is in the holdout are known to the served model
+    events = EventStore(store["db"]).read_events()
+    holdout_only = set(events.loc[events.timestamp >= first.evaluated_cutoff_ms, "visitorid"])
+    holdout_only -= set(events.loc[events.timestamp < first.evaluated_cutoff_ms, "visitorid"])
+    assert holdout_only and holdout_only <= set(bundle.user_ids.tolist())
+
+
+def test_worse_configuration_is_judged_against_the_champions_refit(store: dict) -> None:
+    """The champion saw this holdout: its configuration is refitted to the holdout start and
+    scored beside the candidate on the same data; the worse candidate stays a challenger."""
     settings: Settings = store["settings"]
     second = run_pipeline(
-        PipelineConfig(
-            data_dir=store["raw"],
-            trials=0,
-            lightfm=dict(CRIPPLED),
-            default_policy="model",
-            progress=False,
-        ),
+        PipelineConfig(trials=0, lightfm=dict(CRIPPLED), default_policy="model", progress=False),
         settings,
     )
     assert second.alias == "challenger"
+    assert second.champion_compared_as == "refit"
     assert "does not beat" in second.decision.reason
+    assert "its configuration refitted" in second.decision.reason
+    # the refitted champion scores what the first run's evaluated model scored
+    assert second.champion_score is not None
+    assert second.champion_score[0] == pytest.approx(
+        headline(store["first"].results, "lightfm+recent", 5), abs=0.03
+    )
     client = MlflowClient(settings.resolved_tracking_uri, settings.resolved_tracking_uri)
     champion = client.get_model_version_by_alias(settings.model_name, "champion")
     assert str(champion.version) == store["first"].model_version
     tag = client.get_model_version(settings.model_name, second.model_version).tags["gate"]
     assert tag == second.decision.reason
+    run = client.get_run(second.run_id)
+    assert run.data.tags["champion_compared_as"] == "refit"
+    assert "champion_rescored_precision_at_5" in run.data.metrics
 
 
-def test_champion_trained_on_this_holdout_is_kept_without_comparison(store: dict) -> None:
-    """A longer holdout starts before the champion's cutoff: its metrics there are inflated."""
-    settings: Settings = store["settings"]
+def test_same_configuration_refreshes_the_champion(store: dict) -> None:
+    """A candidate with the champion's own configuration is a refresh, not a rival."""
+    first = store["first"]
+    again = run_pipeline(
+        PipelineConfig(trials=0, lightfm=first.params, default_policy=first.policy, progress=False),
+        store["settings"],
+    )
+    assert again.champion_compared_as == "same-config"
+    assert again.alias == "champion", again.decision.reason
+    assert again.decision.reason.startswith(
+        f"champion v{first.model_version} has the same configuration"
+    )
+
+
+def test_champion_trained_before_the_holdout_is_scored_as_served(
+    store: dict, tmp_path: Path
+) -> None:
+    """A champion whose cutoff is at most the holdout start is judged as its artifact."""
+    settings = Settings(var_dir=tmp_path / "var", db_url=store["db"])
+    week_ago = store["newest"] + 1 - 7 * DAY_MS
+    old = run_pipeline(
+        PipelineConfig(trials=0, end_ms=week_ago, lightfm=dict(FAST), progress=False), settings
+    )
+    assert old.alias == "champion" and old.cutoff_ms == week_ago
     run = run_pipeline(
-        PipelineConfig(
-            data_dir=store["raw"],
-            holdout_days=8,  # the champion was trained up to the last 7 days
-            trials=0,
-            lightfm=dict(CRIPPLED),
-            progress=False,
-        ),
+        PipelineConfig(trials=0, lightfm=dict(CRIPPLED), default_policy="model", progress=False),
         settings,
     )
-    assert run.alias == "challenger"
-    assert run.champion_score is None
-    assert run.decision.reason.startswith("champion kept without comparison")
+    assert run.evaluated_cutoff_ms == week_ago
+    assert run.champion_compared_as == "artifact"
+    assert run.alias == "challenger", run.decision.reason
+
+
+def test_promotion_can_be_turned_off(store: dict, tmp_path: Path) -> None:
+    settings = Settings(var_dir=tmp_path / "var", db_url=store["db"])
+    run = run_pipeline(
+        PipelineConfig(trials=0, lightfm=dict(FAST), promote=False, progress=False), settings
+    )
+    assert run.decision.promote and run.alias == "challenger"
     client = MlflowClient(settings.resolved_tracking_uri, settings.resolved_tracking_uri)
-    champion = client.get_model_version_by_alias(settings.model_name, "champion")
-    assert str(champion.version) == store["first"].model_version
     tag = client.get_model_version(settings.model_name, run.model_version).tags["gate"]
-    assert tag == run.decision.reason
+    assert tag.endswith("(promotion turned off for this run)")
+
+
+def test_empty_store_fails_the_check_and_registers_nothing(tmp_path: Path) -> None:
+    from recsys.exceptions import DataCheckError
+
+    settings = Settings(var_dir=tmp_path / "var", db_url=f"sqlite:///{tmp_path / 'empty.db'}")
+    with pytest.raises(DataCheckError, match="holds no events"):
+        run_pipeline(PipelineConfig(trials=0, progress=False), settings)
+    assert not (tmp_path / "var" / "mlflow.db").exists()
 
 
 def test_run_logs_metrics_plots_tuning_and_profile(store: dict) -> None:
@@ -120,10 +187,8 @@ def test_run_logs_metrics_plots_tuning_and_profile(store: dict) -> None:
 
 def test_any_k_names_every_metric_and_the_gate(store: dict, tmp_path: Path) -> None:
     """k is a knob: every metric key, the gate and the logged names follow it."""
-    settings = Settings(var_dir=tmp_path / "var")
-    cfg = PipelineConfig(
-        data_dir=store["raw"], trials=0, k=10, lightfm=dict(FAST), precompute_k=0, progress=False
-    )
+    settings = Settings(var_dir=tmp_path / "var", db_url=store["db"])
+    cfg = PipelineConfig(trials=0, k=10, lightfm=dict(FAST), precompute_k=0, progress=False)
     run = run_pipeline(cfg, settings, workdir=tmp_path / "run")
     assert {"precision@10", "ndcg@10"} <= set(run.results.columns)
     assert run.alias == "champion", run.decision.reason
@@ -133,9 +198,16 @@ def test_any_k_names_every_metric_and_the_gate(store: dict, tmp_path: Path) -> N
     assert "lightfm_plus_recent.addtocart.warm.precision_at_10" in metrics
     # the run folder keeps what every stage handed on
     folder = tmp_path / "run"
-    assert {"config.json", "run.json", "tuning.json", "decision.json", "promoted.json"} <= {
-        p.name for p in folder.iterdir()
-    }
+    assert {
+        "config.json",
+        "run.json",
+        "tuning.json",
+        "evaluation.json",
+        "decision.json",
+        "bundle",
+        "registered.json",
+        "promoted.json",
+    } <= {p.name for p in folder.iterdir()}
 
 
 def test_bad_configuration_names_the_field() -> None:
@@ -144,6 +216,8 @@ def test_bad_configuration_names_the_field() -> None:
     with pytest.raises(ValueError, match="unknown event types"):
         PipelineConfig(event_weights={"click": 1.0})
     assert PipelineConfig(trials=0, validation_days=0).validation_days == 0
+    with pytest.raises(ValueError, match="window_days"):
+        PipelineConfig(window_days=14, holdout_days=7, validation_days=7)
 
 
 def test_pyfunc_round_trip_in_a_separate_process(store: dict, tmp_path: Path) -> None:

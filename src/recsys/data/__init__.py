@@ -7,11 +7,12 @@ from recsys.data.load import (
     load_events,
     load_item_properties,
 )
-from recsys.data.store import EventStore
+from recsys.data.store import EventStore, Imported
 
 __all__ = [
     "Dataset",
     "EventStore",
+    "Imported",
     "load_category_tree",
     "load_dataset",
     "load_events",

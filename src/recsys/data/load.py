@@ -294,6 +294,57 @@ def _packed_order(keys: tuple[np.ndarray, ...]) -> np.ndarray:
     return np.argsort(packed, kind="stable")
 
 
+def build_properties_frame(
+    timestamp: np.ndarray, itemid: np.ndarray, names: np.ndarray, values: np.ndarray
+) -> pd.DataFrame:
+    """Assemble the item-properties frame of :func:`load_item_properties` from column arrays
+    (used by the event store; rows are taken as they are, no duplicate check).
+
+    Parameters
+    ----------
+    timestamp, itemid : np.ndarray
+        int64 arrays.
+    names, values : np.ndarray
+        Property names and values (str or object arrays).
+
+    Returns
+    -------
+    pd.DataFrame
+        The loader's columns and dtypes, sorted by (itemid, property, timestamp), stable.
+    """
+    ts = np.asarray(timestamp, np.int64)
+    item = np.asarray(itemid, np.int64)
+    vocab, codes = np.unique(np.asarray(names, dtype=str), return_inverse=True)
+    codes = codes.reshape(-1).astype(np.int32)
+    order = _packed_order((item, codes, ts))
+    return pd.DataFrame(
+        {
+            C.TIMESTAMP: ts[order],
+            C.ITEM: item[order],
+            C.PROPERTY: pd.Categorical.from_codes(
+                codes[order], categories=pd.Index(vocab, dtype=str)
+            ),
+            C.VALUE: pd.Series(np.asarray(values, dtype=object)[order], dtype=str),
+            C.DATETIME: _utc(ts[order]),
+        }
+    )
+
+
+def build_category_tree_frame(categoryid: np.ndarray, parentid: np.ndarray) -> pd.DataFrame:
+    """The category-tree frame of :func:`load_category_tree` from int64 arrays (``-1``: root).
+
+    Returns
+    -------
+    pd.DataFrame
+        categoryid (int64), parentid (Int64, <NA> for roots), sorted by categoryid.
+    """
+    cat = np.asarray(categoryid, np.int64)
+    order = np.argsort(cat, kind="stable")
+    return pd.DataFrame(
+        {C.CATEGORY: cat[order], C.PARENT: nullable_ids(np.asarray(parentid, np.int64)[order])}
+    )
+
+
 def build_events_frame(
     timestamp: np.ndarray,
     visitorid: np.ndarray,

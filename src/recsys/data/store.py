@@ -1,5 +1,9 @@
 """Event store: the RetailRocket events and the served exposures in a SQL database.
 
+It is the one source of training data: ``recsys data import`` puts the files in (events, the
+category/availability rows of the item property log, the category tree), the service's
+``POST /events`` appends live events, and training reads the window it needs from here.
+
 One SQLAlchemy Core schema for SQLite (default, a local file) and PostgreSQL (psycopg 3).
 Importing the same events twice stores them once: a unique index over
 ``(timestamp, visitorid, event, itemid, COALESCE(transactionid, -1))`` — the ``-1`` lives
@@ -15,6 +19,7 @@ import io
 import json
 import logging
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +41,7 @@ from sqlalchemy import (
     case,
     create_engine,
     func,
+    inspect,
     select,
 )
 from sqlalchemy.engine import URL, make_url
@@ -44,7 +50,16 @@ from sqlalchemy.schema import CreateTable
 
 from recsys import columns as C
 from recsys.data import schema
-from recsys.data.load import build_events_frame, load_events, nullable_ids
+from recsys.data.load import (
+    Dataset,
+    build_category_tree_frame,
+    build_events_frame,
+    build_properties_frame,
+    load_category_tree,
+    load_events,
+    load_item_properties,
+    nullable_ids,
+)
 from recsys.exceptions import ConfigurationError, DataValidationError
 
 log = logging.getLogger(__name__)
@@ -85,14 +100,55 @@ Index(
     unique=True,
 )
 _VISITOR_INDEX = Index("ix_events_visitorid", events_table.c[C.VISITOR])
-# COPY target for PostgreSQL bulk loads: the insert columns of ``events``, same types
-_EVENTS_STAGE = Table(
-    "events_stage",
-    MetaData(),
-    *(Column(c.name, c.type) for c in events_table.c if c.name in _EVENT_INSERT_COLUMNS),
-    prefixes=["TEMPORARY"],
-    postgresql_on_commit="DROP",
+
+#: the item properties training reads (every other property of RetailRocket is hashed)
+TRAINING_PROPERTIES = (C.CATEGORY, C.AVAILABLE)
+
+item_properties_table = Table(
+    "item_properties",
+    metadata,
+    Column("id", _ID, primary_key=True, autoincrement=True),
+    Column(C.TIMESTAMP, BigInteger, nullable=False),
+    Column(C.ITEM, BigInteger, nullable=False),
+    Column(C.PROPERTY, _TEXT, nullable=False),
+    Column(C.VALUE, Text, nullable=False),
 )
+# leads with the item: the log is read per item and property in time order
+Index(
+    "uq_item_properties_natural",
+    item_properties_table.c[C.ITEM],
+    item_properties_table.c[C.PROPERTY],
+    item_properties_table.c[C.TIMESTAMP],
+    item_properties_table.c[C.VALUE],
+    unique=True,
+)
+_PROPERTY_COLUMNS = (C.TIMESTAMP, C.ITEM, C.PROPERTY, C.VALUE)
+
+category_tree_table = Table(
+    "category_tree",
+    metadata,
+    Column(C.CATEGORY, BigInteger, primary_key=True, autoincrement=False),
+    Column(C.PARENT, BigInteger, nullable=True),
+)
+_TREE_COLUMNS = (C.CATEGORY, C.PARENT)
+# the tree file is a snapshot: a category's parent is the one of the latest import
+_TREE_UPSERT = (
+    f"ON CONFLICT ({C.CATEGORY}) DO UPDATE SET {C.PARENT} = excluded.{C.PARENT} "
+    f"WHERE category_tree.{C.PARENT} IS DISTINCT FROM excluded.{C.PARENT}"
+)
+_SKIP = "ON CONFLICT DO NOTHING"
+
+
+def _stage_table(table: Table, columns: Sequence[str]) -> Table:
+    """COPY target for PostgreSQL bulk loads: ``columns`` of ``table``, same types."""
+    return Table(
+        f"{table.name}_stage",
+        MetaData(),
+        *(Column(c.name, c.type) for c in table.c if c.name in columns),
+        prefixes=["TEMPORARY"],
+        postgresql_on_commit="DROP",
+    )
+
 
 exposures_table = Table(
     "exposures",
@@ -243,6 +299,67 @@ def _check_exposure_labels(rows: Sequence[Sequence[Any]]) -> None:
                 )
 
 
+@dataclass(frozen=True)
+class Imported:
+    """New rows per table of one :meth:`EventStore.import_folder`."""
+
+    events: int
+    item_properties: int
+    category_tree: int
+
+
+def _window(query: Select[Any], t: Any, start_ms: int | None, end_ms: int | None) -> Select[Any]:
+    """``query`` restricted to ``start_ms <= timestamp < end_ms`` (None: unbounded)."""
+    if start_ms is not None:
+        query = query.where(t[C.TIMESTAMP] >= int(start_ms))
+    if end_ms is not None:
+        query = query.where(t[C.TIMESTAMP] < int(end_ms))
+    return query
+
+
+def _executemany_rows(
+    raw: Any, table: Table, columns: Sequence[str], rows: pd.DataFrame, conflict: str
+) -> int:
+    """SQLite: chunked ``executemany`` inside the caller's transaction."""
+    names = ", ".join(f'"{c}"' for c in columns)
+    sql = f"INSERT INTO {table.name} ({names}) VALUES ({', '.join('?' * len(columns))}) {conflict}"
+    # Python values; None where a nullable column is missing (what the driver binds as NULL)
+    values = [_nullable(rows[c]) if rows[c].hasnans else rows[c].tolist() for c in columns]
+    cursor = raw.cursor()
+    added = 0
+    try:
+        for start in range(0, len(rows), _CHUNK):
+            cursor.executemany(sql, zip(*(c[start : start + _CHUNK] for c in values), strict=True))
+            added += max(cursor.rowcount, 0)
+    finally:
+        cursor.close()
+    return added
+
+
+def _copy_rows(
+    conn: Connection, table: Table, columns: Sequence[str], rows: pd.DataFrame, conflict: str
+) -> int:
+    """PostgreSQL: ``COPY`` into a temporary table, then one ``INSERT ... SELECT``."""
+    names = ", ".join(f'"{c}"' for c in columns)
+    stage = _stage_table(table, columns)
+    # CSV COPY reads an unquoted empty field as NULL: not for required text (an empty value)
+    texts = [c for c in columns if not table.c[c].nullable and isinstance(table.c[c].type, String)]
+    force = f", FORCE_NOT_NULL ({', '.join(texts)})" if texts else ""
+    raw = conn.connection.driver_connection
+    with raw.cursor() as cur:  # type: ignore[union-attr]
+        cur.execute(str(CreateTable(stage).compile(dialect=conn.dialect)))
+        with cur.copy(f"COPY {stage.name} ({names}) FROM STDIN (FORMAT csv{force})") as copy:
+            for start in range(0, len(rows), _CHUNK):
+                buffer = io.StringIO()
+                # NA is written unquoted-empty, which CSV COPY reads as NULL
+                rows.iloc[start : start + _CHUNK].to_csv(buffer, header=False, index=False)
+                copy.write(buffer.getvalue())
+        cur.execute(
+            f"INSERT INTO {table.name} ({names}) SELECT {names} FROM {stage.name} {conflict}"
+        )
+        return max(cur.rowcount, 0)
+
+
 class EventStore:
     """Events and exposures in a SQL database (SQLite or PostgreSQL).
 
@@ -312,19 +429,63 @@ class EventStore:
 
     # ------------------------------------------------------------------ events
 
-    def import_folder(self, folder: str | Path) -> int:
-        """Validate ``folder/events.csv`` (see :func:`~recsys.data.load.load_events`) and store it.
+    def import_folder(self, folder: str | Path) -> Imported:
+        """Validate the RetailRocket files of ``folder`` and store what training reads.
+
+        ``events.csv`` is required (see :func:`~recsys.data.load.load_events`); the item
+        property parts (only their :data:`TRAINING_PROPERTIES` rows are stored) and
+        ``category_tree.csv`` are imported when present, so a folder of new events alone
+        imports too. Importing the same files twice adds nothing.
 
         Returns
         -------
-        int
-            Number of events that were not stored yet.
+        Imported
+            New rows per table.
         """
-        path = Path(folder) / C.EVENTS_FILE
+        folder = Path(folder)
+        path = folder / C.EVENTS_FILE
         events = load_events(path)
         # already validated by the loader: no second pass over millions of rows
         added = self._insert_events(events[list(C.EVENTS_COLUMNS)].assign(**{C.REQUEST_ID: None}))
         log.info("%s: %d events read, %d new in the store", path, len(events), added)
+        properties = tree = 0
+        parts = [folder / name for name in C.PROPERTIES_FILES]
+        if any(part.is_file() for part in parts):
+            properties = self.append_item_properties(load_item_properties(parts))
+        if (folder / C.CATEGORY_TREE_FILE).is_file():
+            tree = self.replace_category_tree(load_category_tree(folder / C.CATEGORY_TREE_FILE))
+        return Imported(events=added, item_properties=properties, category_tree=tree)
+
+    def append_item_properties(self, props: pd.DataFrame) -> int:
+        """Store the :data:`TRAINING_PROPERTIES` rows of a validated property log.
+
+        Parameters
+        ----------
+        props : pd.DataFrame
+            As :func:`~recsys.data.load.load_item_properties` returns it.
+
+        Returns
+        -------
+        int
+            Number of rows that were not stored yet.
+        """
+        keep = props[C.PROPERTY].isin(TRAINING_PROPERTIES).to_numpy(dtype=bool)
+        rows = props.loc[keep, list(_PROPERTY_COLUMNS)].astype({C.PROPERTY: str})
+        added = self._insert(item_properties_table, _PROPERTY_COLUMNS, rows, _SKIP)
+        log.info("item properties: %d training rows, %d new in the store", len(rows), added)
+        return added
+
+    def replace_category_tree(self, tree: pd.DataFrame) -> int:
+        """Store a validated category tree; a category's stored parent becomes the given one.
+
+        Returns
+        -------
+        int
+            Number of categories added or given a new parent.
+        """
+        rows = tree[list(_TREE_COLUMNS)]
+        added = self._insert(category_tree_table, _TREE_COLUMNS, rows, _TREE_UPSERT)
+        log.info("category tree: %d categories, %d new or changed", len(rows), added)
         return added
 
     def append_events(self, df: pd.DataFrame) -> int:
@@ -355,8 +516,23 @@ class EventStore:
             return 0
         with self.engine.begin() as conn:
             if self.dialect == "postgresql":
-                return self._copy_events(conn, rows)
+                return _copy_rows(conn, events_table, _EVENT_INSERT_COLUMNS, rows, _SKIP)
             return self._executemany_events(conn, rows)
+
+    def _insert(
+        self, table: Table, columns: Sequence[str], rows: pd.DataFrame, conflict: str
+    ) -> int:
+        """Insert ``rows`` (frame columns = ``columns``) with ``conflict`` as the ON CONFLICT
+        clause, in one transaction; returns the rows written."""
+        self._ensure_schema()
+        if rows.empty:
+            return 0
+        with self.engine.begin() as conn:
+            if self.dialect == "postgresql":
+                return _copy_rows(conn, table, columns, rows, conflict)
+            return _executemany_rows(
+                conn.connection.driver_connection, table, columns, rows, conflict
+            )
 
     @staticmethod
     def _executemany_events(conn: Connection, rows: pd.DataFrame) -> int:
@@ -371,54 +547,10 @@ class EventStore:
         rebuild = len(rows) >= _SQLITE_REBUILD_ROWS
         if rebuild:
             _VISITOR_INDEX.drop(conn)
-        added = EventStore._executemany_rows(raw, rows)
+        added = _executemany_rows(raw, events_table, _EVENT_INSERT_COLUMNS, rows, _SKIP)
         if rebuild:
             _VISITOR_INDEX.create(conn)
         return added
-
-    @staticmethod
-    def _executemany_rows(raw: Any, rows: pd.DataFrame) -> int:
-        names = ", ".join(f'"{c}"' for c in _EVENT_INSERT_COLUMNS)
-        sql = (
-            f"INSERT INTO events ({names}) VALUES ({', '.join('?' * len(_EVENT_INSERT_COLUMNS))})"
-            " ON CONFLICT DO NOTHING"
-        )
-        columns = [
-            rows[C.TIMESTAMP].tolist(),
-            rows[C.VISITOR].tolist(),
-            rows[C.EVENT].tolist(),
-            rows[C.ITEM].tolist(),
-            *(_nullable(rows[name]) for name in (C.TRANSACTION, C.REQUEST_ID)),
-        ]
-        cursor = raw.cursor()
-        added = 0
-        try:
-            for start in range(0, len(rows), _CHUNK):
-                cursor.executemany(
-                    sql, zip(*(c[start : start + _CHUNK] for c in columns), strict=True)
-                )
-                added += max(cursor.rowcount, 0)
-        finally:
-            cursor.close()
-        return added
-
-    @staticmethod
-    def _copy_events(conn: Connection, rows: pd.DataFrame) -> int:
-        names = ", ".join(f'"{c}"' for c in _EVENT_INSERT_COLUMNS)
-        raw = conn.connection.driver_connection
-        with raw.cursor() as cur:  # type: ignore[union-attr]
-            cur.execute(str(CreateTable(_EVENTS_STAGE).compile(dialect=conn.dialect)))
-            with cur.copy(f"COPY events_stage ({names}) FROM STDIN (FORMAT csv)") as copy:
-                for start in range(0, len(rows), _CHUNK):
-                    buffer = io.StringIO()
-                    # NA is written unquoted-empty, which CSV COPY reads as NULL
-                    rows.iloc[start : start + _CHUNK].to_csv(buffer, header=False, index=False)
-                    copy.write(buffer.getvalue())
-            cur.execute(
-                f"INSERT INTO events ({names}) SELECT {names} FROM events_stage"
-                " ON CONFLICT DO NOTHING"
-            )
-            return max(cur.rowcount, 0)
 
     def read_events(self, start_ms: int | None = None, end_ms: int | None = None) -> pd.DataFrame:
         """Events with ``start_ms <= timestamp < end_ms`` (None: unbounded).
@@ -435,12 +567,83 @@ class EventStore:
         query = select(
             t[C.TIMESTAMP], t[C.VISITOR], code, t[C.ITEM], func.coalesce(t[C.TRANSACTION], -1)
         )
-        if start_ms is not None:
-            query = query.where(t[C.TIMESTAMP] >= int(start_ms))
-        if end_ms is not None:
-            query = query.where(t[C.TIMESTAMP] < int(end_ms))
-        data = np.array(self._fetch(query), dtype=np.int64).reshape(-1, 5)
-        return build_events_frame(*data.T)[0]
+        data = np.array(self._fetch(_window(query, t, start_ms, end_ms)), dtype=np.int64)
+        return build_events_frame(*data.reshape(-1, 5).T)[0]
+
+    def read_item_properties(self, end_ms: int | None = None) -> pd.DataFrame:
+        """The stored property rows with ``timestamp < end_ms`` (None: all).
+
+        Returns
+        -------
+        pd.DataFrame
+            The columns, dtypes and row order of :func:`~recsys.data.load.load_item_properties`.
+        """
+        self._ensure_schema()
+        t = item_properties_table.c
+        query = select(*(t[name] for name in _PROPERTY_COLUMNS))
+        rows = self._fetch(_window(query, t, None, end_ms))
+        frame = pd.DataFrame(rows, columns=list(_PROPERTY_COLUMNS))
+        return build_properties_frame(
+            frame[C.TIMESTAMP].to_numpy(np.int64),
+            frame[C.ITEM].to_numpy(np.int64),
+            frame[C.PROPERTY].to_numpy(str),
+            frame[C.VALUE].to_numpy(str),
+        )
+
+    def read_category_tree(self) -> pd.DataFrame:
+        """The stored category tree, as :func:`~recsys.data.load.load_category_tree` returns it."""
+        self._ensure_schema()
+        t = category_tree_table.c
+        rows = self._fetch(select(t[C.CATEGORY], func.coalesce(t[C.PARENT], -1)))
+        data = np.array(rows, dtype=np.int64).reshape(-1, 2)
+        return build_category_tree_frame(data[:, 0], data[:, 1])
+
+    def read_dataset(self, start_ms: int | None = None, end_ms: int | None = None) -> Dataset:
+        """What training reads: events in ``[start_ms, end_ms)``, the property rows before
+        ``end_ms`` (a change log: values set before the window still hold in it) and the tree."""
+        return Dataset(
+            events=self.read_events(start_ms, end_ms),
+            item_properties=self.read_item_properties(end_ms),
+            category_tree=self.read_category_tree(),
+        )
+
+    def event_counts(
+        self, start_ms: int | None = None, end_ms: int | None = None
+    ) -> dict[str, int]:
+        """Number of events per type in ``[start_ms, end_ms)`` (every type, 0 when absent)."""
+        self._ensure_schema()
+        t = events_table.c
+        query = select(t[C.EVENT], func.count()).group_by(t[C.EVENT])
+        counts = dict.fromkeys(C.EVENT_TYPES, 0)
+        counts.update({str(e): int(n) for e, n in self._fetch(_window(query, t, start_ms, end_ms))})
+        return counts
+
+    def newest_event_ms(self, before_ms: int | None = None) -> int | None:
+        """Timestamp of the newest event before ``before_ms`` (None: the store holds none)."""
+        self._ensure_schema()
+        t = events_table.c
+        (newest,) = self._fetch(_window(select(func.max(t[C.TIMESTAMP])), t, None, before_ms))[0]
+        return None if newest is None else int(newest)
+
+    def schema_problems(self) -> list[str]:
+        """What the database lacks of this store's tables and columns (empty: all there).
+
+        Creates nothing: a check of what an existing database holds. A database holding
+        none of the tables is new, not broken (no problems: the first use creates them).
+        """
+        found = inspect(self.engine)
+        if not set(found.get_table_names()) & set(metadata.tables):
+            return []
+        problems = []
+        for table in metadata.sorted_tables:
+            if not found.has_table(table.name):
+                problems.append(f"table {table.name!r} is missing")
+                continue
+            have = {c["name"] for c in found.get_columns(table.name)}
+            missing = [c.name for c in table.c if c.name not in have]
+            if missing:
+                problems.append(f"table {table.name!r} lacks column(s) {missing}")
+        return problems
 
     # ------------------------------------------------------------------ exposures
 

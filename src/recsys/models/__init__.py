@@ -1,4 +1,4 @@
-"""Recommender models: one interface (:class:`Model`), LightFM and two baselines.
+"""Recommender models: one interface (:class:`Model`), LightFM and three baselines.
 
 ``LightFMModel`` lives in :mod:`recsys.models.lightfm` and is not imported here, so that
 importing the baselines never loads LightFM.

@@ -1,4 +1,5 @@
-"""Train -> evaluate -> log -> register -> gate, as stages every consumer calls.
+"""Check -> train -> evaluate -> gate -> refit -> register -> promote, as stages every
+consumer calls.
 
 :func:`run_pipeline` is the composition the CLI (``recsys train``) runs; the Airflow DAG runs
 the stages (:mod:`.stages`) one task each; they pass a run folder between them.
@@ -18,13 +19,15 @@ from recsys.pipeline.gate import GateDecision, gate
 _LAZY = {
     "compare": ("BASELINES", "LIGHTFM_POLICIES", "gate_score", "headline"),
     "stages": (
+        "ChampionComparison",
         "PipelineResult",
         "RunFolder",
+        "check",
         "decide",
         "fit_and_evaluate",
-        "load_data",
         "prepare",
         "promote",
+        "refit",
         "register",
         "run_pipeline",
         "tune",

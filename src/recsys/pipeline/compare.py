@@ -10,7 +10,7 @@ import pandas as pd
 from recsys.bundle import Bundle, ServingLists
 from recsys.evaluation import metric_key
 from recsys.interactions import TrainingData
-from recsys.models.baselines import PopularityModel, RecentViewsModel
+from recsys.models.baselines import PopularityModel
 from recsys.names import Policy
 from recsys.pipeline.config import HEADLINE_SEGMENT, HEADLINE_TARGET
 from recsys.serving import ItemSearch, Recommender
@@ -20,8 +20,10 @@ LIGHTFM_POLICIES: Final[Mapping[Policy, str]] = {
     Policy.MODEL: "lightfm",
     Policy.BLEND: "lightfm+recent",
 }
-#: the baselines every candidate must beat, by name in result tables
-BASELINES: Final = ("popular", "recent")
+#: the baselines every candidate must beat, by name in result tables (the serving policy of the
+#: same name): event-weighted and add-to-cart popularity, the visitor's recent items (views and
+#: carts), the plain "recently viewed" list, and co-visitation with the visitor's recent items
+BASELINES: Final = ("popular", "popular_carts", "recent", "recent_views", "covisit")
 
 
 def policy_of(name: str) -> Policy:
@@ -40,13 +42,10 @@ def lightfm_policies(bundle: Bundle, search: ItemSearch | None = None) -> dict[s
 
 
 def baseline_policies(data: TrainingData, lists: ServingLists) -> dict[str, Recommender]:
-    """Popularity (recent, event-weighted) and "recently viewed by this visitor"."""
-    popular = PopularityModel(lists.popularity_window_days).to_bundle(data, lists)
-    recent = RecentViewsModel(lists.popularity_window_days).to_bundle(data, lists)
-    return {
-        "popular": Recommender(popular, policy=Policy.POPULAR),
-        "recent": Recommender(recent, policy=Policy.RECENT),
-    }
+    """Every baseline of :data:`BASELINES`, served from one model-free bundle of ``data``."""
+    bundle = PopularityModel(lists.popularity_window_days).to_bundle(data, lists)
+    search = ItemSearch(bundle)
+    return {name: Recommender(bundle, policy=name, search=search) for name in BASELINES}
 
 
 def gate_score(results: pd.DataFrame, model: str, metrics: tuple[str, ...]) -> tuple[float, ...]:

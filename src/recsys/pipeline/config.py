@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -33,13 +32,19 @@ class PipelineConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
-    data_dir: Path = Field(
-        Path("data/raw"),
-        description="Folder of the RetailRocket files (item properties and category tree; "
-        "events too unless db_url is set).",
-    )
     db_url: str | None = Field(
-        None, description="Read events from this event store instead of data_dir/events.csv."
+        None,
+        description="Event store training reads (SQLAlchemy URL); default: RECSYS_DB_URL, "
+        "else the SQLite store under var/.",
+    )
+    end_ms: int | None = Field(
+        None,
+        ge=0,
+        description="Interval end (epoch ms, exclusive): training reads events before it; "
+        "default: the newest stored event + 1 ms.",
+    )
+    window_days: int | None = Field(
+        None, ge=1, description="Training window in days ending at the interval end; None = all."
     )
     holdout_days: int = Field(7, ge=1, description="Days at the end held out for evaluation.")
     validation_days: int = Field(
@@ -63,6 +68,16 @@ class PipelineConfig(BaseModel):
     precompute_k: int = Field(
         10, ge=0, description="Served answers precomputed per known visitor; 0 = rank live."
     )
+    promote: bool = Field(
+        True, description="Move `champion` when the gate passes; False only tags `challenger`."
+    )
+    min_events: int = Field(1000, ge=0, description="Fewest events in the training window.")
+    min_holdout_addtocart: int = Field(
+        10, ge=0, description="Fewest add-to-cart events in the holdout (what the gate judges)."
+    )
+    max_staleness_days: float = Field(
+        1.0, gt=0, description="Oldest the newest event may be, in days before the interval end."
+    )
     seed: int = 42
     progress: bool = Field(True, description="Progress bars on the terminal.")
 
@@ -80,6 +95,17 @@ class PipelineConfig(BaseModel):
     def _tuning_needs_validation_days(self) -> Self:
         if self.trials > 0 and self.validation_days < 1:
             raise ValueError("tuning (trials > 0) needs validation_days >= 1")
+        return self
+
+    @model_validator(mode="after")
+    def _window_holds_the_splits(self) -> Self:
+        if self.window_days is not None and self.window_days <= (
+            self.holdout_days + self.validation_days
+        ):
+            raise ValueError(
+                f"window_days ({self.window_days}) must exceed holdout_days + validation_days "
+                f"({self.holdout_days} + {self.validation_days}): no training days would be left"
+            )
         return self
 
     # ------------------------------------------------------------------ metric names

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import select
 
 from recsys import columns as C
-from recsys.data import EventStore, load_events
+from recsys.data import EventStore, Imported, load_category_tree, load_events, load_item_properties
 from recsys.data.store import events_table
 from recsys.exceptions import ConfigurationError, DataValidationError
 
@@ -88,17 +88,17 @@ def test_unsupported_or_malformed_url_is_a_configuration_error(url: str) -> None
 
 def test_import_round_trip_equals_load_events(store: EventStore, raw: Path) -> None:
     expected = load_events(raw / C.EVENTS_FILE)
-    assert store.import_folder(raw) == len(expected) == 7
+    assert store.import_folder(raw).events == len(expected) == 7
     pd.testing.assert_frame_equal(store.read_events(), expected)
 
 
 def test_importing_twice_stores_events_once(store: EventStore, raw: Path) -> None:
-    assert store.import_folder(raw) == 7
-    assert store.import_folder(raw) == 0
+    assert store.import_folder(raw).events == 7
+    assert store.import_folder(raw).events == 0
     # a file with one more event: only that one is new (NULL transactionids included)
     extra = EVENTS_CSV + "1433230000001,8,view,6,\n"
     (raw / C.EVENTS_FILE).write_text(extra)
-    assert store.import_folder(raw) == 1
+    assert store.import_folder(raw).events == 1
     assert len(store.read_events()) == 8
 
 
@@ -231,7 +231,7 @@ def test_sqlite_bulk_path_rebuilds_the_visitor_index_atomically(
 
     monkeypatch.setattr(store_module, "_SQLITE_REBUILD_ROWS", 1)  # every batch is "bulk"
     store = EventStore(tmp_sqlite_url)
-    assert store.import_folder(raw) == 7
+    assert store.import_folder(raw).events == 7
     pd.testing.assert_frame_equal(store.read_events(), load_events(raw / C.EVENTS_FILE))
     # a batch failing halfway: a view given a transactionid after validation
     broken = store_module._validated_events(
@@ -246,4 +246,79 @@ def test_sqlite_bulk_path_rebuilds_the_visitor_index_atomically(
         indexes = set(conn.exec_driver_sql("SELECT name FROM sqlite_master").scalars())
     assert "ix_events_visitorid" in indexes
     assert len(store.read_events()) == 7
+    store.engine.dispose()
+
+
+PROPERTIES_CSV = """timestamp,itemid,property,value
+1433221332117,5,categoryid,1016
+1433221332117,5,available,1
+1433221332117,5,790,n5.000
+1433230000000,5,available,0
+1433221999827,318965,categoryid,1020
+"""
+TREE_CSV = """categoryid,parentid
+1016,213
+213,
+1020,213
+"""
+
+
+@pytest.fixture
+def full_raw(raw: Path) -> Path:
+    """``raw`` plus the property parts (part 2 empty) and the category tree."""
+    (raw / C.PROPERTIES_FILES[0]).write_text(PROPERTIES_CSV)
+    (raw / C.PROPERTIES_FILES[1]).write_text("timestamp,itemid,property,value\n")
+    (raw / C.CATEGORY_TREE_FILE).write_text(TREE_CSV)
+    return raw
+
+
+def test_import_stores_training_property_rows_and_the_tree(
+    store: EventStore, full_raw: Path
+) -> None:
+    """What training reads comes back exactly as the loaders return it; hashed properties
+    are not stored; a second import adds nothing."""
+    added = store.import_folder(full_raw)
+    assert (added.events, added.item_properties, added.category_tree) == (7, 4, 3)
+    assert store.import_folder(full_raw) == Imported(0, 0, 0)
+    props = load_item_properties([full_raw / name for name in C.PROPERTIES_FILES])
+    expected = props[props[C.PROPERTY] != "790"].reset_index(drop=True)
+    expected[C.PROPERTY] = expected[C.PROPERTY].cat.remove_unused_categories()
+    pd.testing.assert_frame_equal(store.read_item_properties(), expected)
+    before = expected[expected[C.TIMESTAMP] < 1433230000000].reset_index(drop=True)
+    pd.testing.assert_frame_equal(store.read_item_properties(end_ms=1433230000000), before)
+    pd.testing.assert_frame_equal(
+        store.read_category_tree(), load_category_tree(full_raw / C.CATEGORY_TREE_FILE)
+    )
+    ds = store.read_dataset(end_ms=1433224214164)
+    assert ds.events[C.TIMESTAMP].max() < 1433224214164 and len(ds.item_properties) == 3
+
+
+def test_a_new_tree_file_moves_a_category(store: EventStore, full_raw: Path) -> None:
+    store.import_folder(full_raw)
+    (full_raw / C.CATEGORY_TREE_FILE).write_text(TREE_CSV.replace("1020,213", "1020,1016"))
+    assert store.import_folder(full_raw).category_tree == 1
+    tree = store.read_category_tree().set_index(C.CATEGORY)[C.PARENT]
+    assert tree[1020] == 1016 and pd.isna(tree[213])
+
+
+def test_counts_newest_and_schema(store: EventStore, raw: Path, tmp_path: Path) -> None:
+    assert store.newest_event_ms() is None and store.schema_problems() == []
+    store.import_folder(raw)
+    assert store.event_counts() == {C.VIEW: 4, C.ADDTOCART: 2, C.PURCHASE: 1}
+    assert store.event_counts(1433224214164, None) == {C.VIEW: 2, C.ADDTOCART: 1, C.PURCHASE: 0}
+    assert store.newest_event_ms() == 1433230000000
+    assert store.newest_event_ms(before_ms=1433230000000) == 1433224214164
+
+
+def test_schema_check_names_what_is_missing(tmp_sqlite_url: str) -> None:
+    store = EventStore(tmp_sqlite_url)
+    store.create_schema()
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql("DROP TABLE category_tree")
+        conn.exec_driver_sql("DROP INDEX uq_item_properties_natural")
+        conn.exec_driver_sql("ALTER TABLE item_properties DROP COLUMN value")
+    assert store.schema_problems() == [
+        "table 'category_tree' is missing",
+        "table 'item_properties' lacks column(s) ['value']",
+    ]
     store.engine.dispose()
