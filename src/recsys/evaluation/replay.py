@@ -21,6 +21,8 @@ from recsys.columns import ADDTOCART, EVENT, ITEM, PURCHASE, TIMESTAMP, VISITOR
 from recsys.evaluation.holdout import ALL, COLD, SEGMENT, WARM
 
 RANK = "rank"
+#: the target kind of replay rows in a results table: the next add-to-cart of a session
+REPLAY_TARGET = "next_addtocart"
 
 
 class LiveRanker(Protocol):

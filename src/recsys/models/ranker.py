@@ -19,13 +19,13 @@ from typing import Any, Self
 import numpy as np
 import pandas as pd
 
-from recsys.arrays import index_of
-from recsys.bundle import Bundle, ObliviousTrees, ServingLists, serving_lists
+from recsys.arrays import index_of, rank_in_runs
+from recsys.bundle import Bundle, ObliviousTrees, ServingLists
 from recsys.columns import ADDTOCART, DAY_MS, VISITOR
 from recsys.evaluation import RELEVANT, holdout_targets
 from recsys.evaluation.replay import cart_moments
 from recsys.interactions import TrainingData
-from recsys.models.lightfm import LightFMModel
+from recsys.models.fits import BaseFits
 from recsys.names import Policy
 from recsys.serving import Recommender
 from recsys.serving.features import candidates, concat_visits, feature_names
@@ -35,8 +35,8 @@ from recsys.split import window
 DEFAULT_RANKER: dict[str, Any] = {
     "loss_function": "YetiRank",
     "depth": 6,
-    "learning_rate": 0.05,
-    "iterations": 400,
+    "learning_rate": 0.08,
+    "iterations": 300,
     "l2_leaf_reg": 3.0,
 }
 #: rounds without improvement of the held-out visitors' NDCG before training stops
@@ -56,7 +56,28 @@ class Examples:
         return len(self.y)
 
 
-def examples(rec: Recommender, targets: pd.DataFrame, group_offset: int = 0) -> Examples:
+#: negatives kept per group: the ranking of the few plausible items is what is learnt
+MAX_NEGATIVES = 40
+
+
+def _labelled(
+    cand: Any, y: np.ndarray, n_groups: int, group_offset: int, names: tuple[str, ...], seed: int
+) -> Examples:
+    """Groups with a positive, every positive and at most :data:`MAX_NEGATIVES` random
+    negatives per group (seeded)."""
+    useful = np.bincount(cand.rows, weights=y, minlength=n_groups) > 0
+    negatives = np.flatnonzero(y == 0)
+    noise = np.random.default_rng(seed).random(len(negatives))
+    order = negatives[np.lexsort((noise, cand.rows[negatives]))]  # random within each group
+    sampled = np.zeros(len(y), dtype=bool)
+    sampled[order[rank_in_runs(cand.rows[order]) < MAX_NEGATIVES]] = True
+    keep = useful[cand.rows] & ((y > 0) | sampled)
+    return Examples(cand.x[keep], y[keep], cand.rows[keep] + group_offset, names)
+
+
+def examples(
+    rec: Recommender, targets: pd.DataFrame, group_offset: int = 0, seed: int = 0
+) -> Examples:
     """Candidates of the known visitors of ``targets`` and their labels.
 
     Parameters
@@ -88,13 +109,11 @@ def examples(rec: Recommender, targets: pd.DataFrame, group_offset: int = 0) -> 
     owner = np.repeat(np.arange(len(relevant)), lengths)
     positive = np.unique(owner[flat >= 0] * bundle.n_items + flat[flat >= 0])
     y = (index_of(positive, cand.rows * bundle.n_items + cand.items) >= 0).astype(np.float32)
-    useful = np.bincount(cand.rows, weights=y, minlength=len(users)) > 0
-    keep = useful[cand.rows]
-    return Examples(cand.x[keep], y[keep], cand.rows[keep] + group_offset, names)
+    return _labelled(cand, y, len(users), group_offset, names, seed)
 
 
 def session_examples(
-    rec: Recommender, window_events: pd.DataFrame, group_offset: int = 0
+    rec: Recommender, window_events: pd.DataFrame, group_offset: int = 0, seed: int = 0
 ) -> Examples:
     """Candidates at every first add-to-cart of the window, with the visitor's session before
     it, labelled by that one item: the moments the live service ranks for (known and
@@ -125,9 +144,7 @@ def session_examples(
     cand = candidates(bundle, rec.search, visits)
     target = index_of(bundle.item_ids, np.array([m.item for m in moments], dtype=np.int64))
     y = (cand.items == target[cand.rows]).astype(np.float32)
-    useful = np.bincount(cand.rows, weights=y, minlength=len(moments)) > 0
-    keep = useful[cand.rows]
-    return Examples(cand.x[keep], y[keep], cand.rows[keep] + group_offset, names)
+    return _labelled(cand, y, len(moments), group_offset, names, seed)
 
 
 def concat(parts: list[Examples]) -> Examples:
@@ -143,13 +160,28 @@ def concat(parts: list[Examples]) -> Examples:
     )
 
 
+@dataclass(frozen=True)
+class FittedRanker:
+    """A fitted ranker: its exported trees (what serving runs), a report, and CatBoost's own
+    model, which scores large batches (precomputed answers) many times faster with the same
+    bits (a test compares them)."""
+
+    trees: ObliviousTrees
+    report: dict[str, Any]
+    booster: Any
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """Scores of the rows of ``x``: CatBoost's evaluator, equal to ``trees.predict``."""
+        return np.asarray(self.booster.predict(np.asarray(x, dtype=np.float32)), dtype=np.float64)
+
+
 def fit_ranker(
     train: Examples,
     seed: int = 42,
     params: dict[str, Any] | None = None,
     threads: int = 2,
     holdout_share: float = 0.2,
-) -> tuple[ObliviousTrees, dict[str, Any]]:
+) -> FittedRanker:
     """Fit CatBoost on ``train`` and export its trees.
 
     A ``holdout_share`` of the visitors (groups), drawn with ``seed``, is held out for early
@@ -158,8 +190,9 @@ def fit_ranker(
 
     Returns
     -------
-    tuple
-        The exported trees and a report (best iteration, held-out NDCG, feature importance).
+    FittedRanker
+        The exported trees, a report (best iteration, held-out NDCG, feature importance) and
+        the CatBoost model.
     """
     from catboost import CatBoostRanker, Pool
 
@@ -194,7 +227,7 @@ def fit_ranker(
         "train_visitors": int((~held).sum()),
         "importance": importance,
     }
-    return trees, report
+    return FittedRanker(trees, report, model)
 
 
 def _heldout_score(best: dict[str, dict[str, float]]) -> float:
@@ -229,36 +262,6 @@ def export_trees(model: Any, names: tuple[str, ...]) -> ObliviousTrees:
     return ObliviousTrees(features, borders, leaves, names, float(scale), float(bias[0]))
 
 
-class BaseFits:
-    """LightFM bundles by (cutoff, parameters): the ranker of one cutoff and the next share
-    the fits of the windows they have in common (a pipeline run fits each cutoff once)."""
-
-    def __init__(self) -> None:
-        self._bundles: dict[tuple[int, str], Bundle] = {}
-
-    def bundle(
-        self, data: TrainingData, lightfm: dict[str, Any], seed: int, threads: int, window: int
-    ) -> Bundle:
-        """The LightFM bundle of ``data`` with ``lightfm`` parameters (fitted once)."""
-        key = (
-            data.cutoff_ms,
-            json.dumps(lightfm, sort_keys=True, default=str) + f"/{seed}/{window}",
-        )
-        if key not in self._bundles:
-            params = {k: v for k, v in lightfm.items() if k != "recent_slots"}
-            model = LightFMModel(
-                random_state=seed,
-                num_threads=threads,
-                popularity_window_days=window,
-                **params,
-            ).fit(data)
-            bundle = model.to_bundle(data, serving_lists(data, window))
-            if "recent_slots" in lightfm:
-                bundle.metadata["recent_slots"] = int(lightfm["recent_slots"])
-            self._bundles[key] = bundle
-        return self._bundles[key]
-
-
 class RankerModel:
     """LightFM with a learned ranker on top: served with policy ``ranker``.
 
@@ -270,8 +273,10 @@ class RankerModel:
 
     Parameters
     ----------
-    lightfm : dict
+    lightfm : dict or None
         LightFM parameters (with ``epochs``; ``recent_slots`` is kept as a serving knob).
+        None: no LightFM at all (no model candidates, a constant model score): the ablation
+        that measures what LightFM adds.
     windows : int
         Training windows before the cutoff.
     window_days : float
@@ -292,7 +297,7 @@ class RankerModel:
 
     def __init__(
         self,
-        lightfm: dict[str, Any],
+        lightfm: dict[str, Any] | None,
         windows: int = 2,
         window_days: float = 7.0,
         ranker: dict[str, Any] | None = None,
@@ -302,7 +307,7 @@ class RankerModel:
         popularity_window_days: int = 14,
         fits: BaseFits | None = None,
     ) -> None:
-        self.lightfm = dict(lightfm)
+        self.lightfm = None if lightfm is None else dict(lightfm)
         self.windows = windows
         self.window_ms = int(window_days * DAY_MS)
         self.ranker = ranker
@@ -311,8 +316,7 @@ class RankerModel:
         self.threads = threads
         self.popularity_window_days = popularity_window_days
         self.fits = fits if fits is not None else BaseFits()
-        self.trees: ObliviousTrees | None = None
-        self.report: dict[str, Any] = {}
+        self.fitted: FittedRanker | None = None
 
     def _base(self, data: TrainingData) -> Bundle:
         return self.fits.bundle(
@@ -328,21 +332,27 @@ class RankerModel:
             before = data.before(start)
             rec = Recommender(self._base(before), policy=Policy.MODEL)
             targets = holdout_targets(before.user_ids, inside, ADDTOCART)
-            parts.append(examples(rec, targets, group_offset=2 * j * 10**8))
+            parts.append(examples(rec, targets, 2 * j * 10**8, self.seed + j))
             if self.sessions:
-                parts.append(session_examples(rec, inside, group_offset=(2 * j + 1) * 10**8))
-        self.trees, self.report = fit_ranker(concat(parts), self.seed, self.ranker, self.threads)
+                offset = (2 * j + 1) * 10**8
+                parts.append(session_examples(rec, inside, offset, self.seed + j))
+        self.fitted = fit_ranker(concat(parts), self.seed, self.ranker, self.threads)
         return self
+
+    @property
+    def report(self) -> dict[str, Any]:
+        """What the ranker trained on and learnt (empty before :meth:`fit`)."""
+        return {} if self.fitted is None else self.fitted.report
 
     def to_bundle(self, data: TrainingData, lists: ServingLists | None = None) -> Bundle:
         """LightFM fitted on all of ``data`` (shared through ``fits``) with the ranker."""
-        if self.trees is None:
+        if self.fitted is None:
             raise RuntimeError("RankerModel.fit must run before exporting")
         base = self._base(data)
         bundle = dataclasses.replace(
             base,
             metadata={**base.metadata, "model": self.name, "policy": str(Policy.RANKER)},
-            ranker=self.trees,
+            ranker=self.fitted.trees,
         )
         bundle.metadata["ranker"] = {k: v for k, v in self.report.items() if k != "importance"}
         return bundle

@@ -78,8 +78,57 @@ class PipelineConfig(BaseModel):
     max_staleness_days: float = Field(
         1.0, gt=0, description="Oldest the newest event may be, in days before the interval end."
     )
+    backtest_windows: int = Field(
+        2,
+        ge=1,
+        description="Consecutive validation windows (validation_days each, ending at the "
+        "holdout) that tuning and the choice of the served policy average over.",
+    )
+    candidates: list[str] = Field(
+        default_factory=lambda: ["lightfm", "lightfm+recent", "ranker"],
+        description="Policies the run may serve (chosen on the validation windows).",
+    )
+    ranker: dict[str, Any] = Field(
+        default_factory=dict, description="CatBoost settings of the learned ranker."
+    )
+    ranker_windows: int = Field(
+        2, ge=1, description="Windows before a cutoff the learned ranker trains on."
+    )
+    ranker_sessions: bool = Field(
+        True, description="The ranker also learns from add-to-cart moments with their session."
+    )
+    min_lift: float = Field(
+        0.0,
+        description="The gate promotes when the 95% lower bound of the candidate's headline "
+        "minus every rival's (paired bootstrap over visitors) is above this.",
+    )
+    bootstrap_resamples: int = Field(2000, ge=100, description="Resamples of the gate.")
+    ablation: bool = Field(
+        True, description="Also evaluate the ranker without LightFM (what LightFM adds)."
+    )
+    learning_curve: bool = Field(
+        True, description="Log LightFM's headline per epoch on the last validation window."
+    )
+    deterministic: bool = Field(
+        False,
+        description="One thread for LightFM and CatBoost: the same data and seed give the "
+        "same champion, bit for bit (slower).",
+    )
     seed: int = 42
     progress: bool = Field(True, description="Progress bars on the terminal.")
+
+    @property
+    def threads(self) -> int:
+        """Threads of LightFM and CatBoost (1 in deterministic mode)."""
+        return 1 if self.deterministic else 2
+
+    @field_validator("candidates")
+    @classmethod
+    def _servable(cls, names: list[str]) -> list[str]:
+        allowed = ("lightfm", "lightfm+recent", "ranker")
+        if not names or set(names) - set(allowed):
+            raise ValueError(f"candidates must be some of {allowed}, got {names}")
+        return names
 
     @field_validator("event_weights")
     @classmethod

@@ -1,60 +1,100 @@
-"""The quality gate: a new model is promoted only if it beats the champion and every baseline."""
+"""The quality gate: promote only a candidate that beats the champion and every baseline by
+more than noise.
+
+Every policy is scored on the same holdout visitors, so the comparison is paired: for each
+rival the gate bootstraps the mean per-visitor difference of the headline metric (candidate
+minus rival) and requires the lower end of its 95% interval to be above ``min_lift``. A
+difference a different sample of visitors could reverse is not an improvement.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from recsys.evaluation.stats import Difference, paired_bootstrap
+from recsys.exceptions import RecsysError
+
+
+class GateError(RecsysError):
+    """The gate cannot judge (e.g. no visitor to score): a loud failure, never a refusal."""
 
 
 @dataclass(frozen=True)
 class GateDecision:
-    """Outcome of the quality gate."""
+    """Outcome of the quality gate, with the interval of every comparison."""
 
     promote: bool
     reason: str
+    #: rival name -> mean difference (candidate - rival) with its bootstrap interval
+    differences: Mapping[str, Difference] = field(default_factory=dict)
 
 
 def gate(
-    candidate: tuple[float, ...],
-    champion: tuple[float, ...] | None,
-    baselines: Mapping[str, tuple[float, ...]],
-    metrics: tuple[str, ...],
+    metric: str,
+    candidate: np.ndarray,
+    rivals: Mapping[str, np.ndarray],
+    min_lift: float = 0.0,
+    resamples: int = 2_000,
+    seed: int = 0,
 ) -> GateDecision:
-    """Promote only a model that beats the current champion and every baseline.
+    """Compare ``candidate`` with every rival on paired per-visitor values of ``metric``.
 
-    Scores are tuples compared in order: the headline metric decides, the next one breaks an
-    exact tie (small holdouts tie often on precision@5: hits are counts).
+    Parameters
+    ----------
+    metric : str
+        Name of the headline metric (for the reason), e.g. ``precision@5``.
+    candidate : numpy.ndarray
+        Per-visitor values of the candidate.
+    rivals : mapping
+        Name -> per-visitor values of the same visitors (baselines, ``champion vN``).
+    min_lift : float
+        The lower bound of every difference must exceed it.
+    resamples, seed : int
+        Of the paired bootstrap (the same seed gives the same decision).
 
-    >>> gate((0.10, 0.2), (0.08, 0.3), {"popular": (0.05, 0.1)}, ("p@5", "ndcg@5")).promote
-    True
-    >>> gate((0.10, 0.2), (0.12, 0.1), {"popular": (0.05, 0.1)}, ("p@5", "ndcg@5")).reason
-    'p@5 0.1000 does not beat champion 0.1200'
-    >>> gate((0.10, 0.3), None, {"recent": (0.10, 0.2)}, ("p@5", "ndcg@5")).reason
-    'first model: p@5 0.1000 beats every baseline (ndcg@5 breaks a tie)'
-    >>> gate((0.10, 0.2), None, {"recent": (0.10, 0.2)}, ("p@5", "ndcg@5")).promote
+    Returns
+    -------
+    GateDecision
+        ``promote`` iff every rival is beaten by more than noise.
+
+    Raises
+    ------
+    GateError
+        If there is no visitor to compare on or a value is NaN.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> hits = (rng.random(500) < 0.2) / 5          # precision@5 of a policy hitting 20%
+    >>> weak = np.where(rng.random(500) < 0.5, hits, 0.0)  # half of those hits
+    >>> decision = gate("precision@5", hits, {"popular": weak})
+    >>> decision.promote, decision.reason.split(":")[0]
+    (True, 'precision@5 0.0384 beats every rival by more than noise')
+    >>> gate("precision@5", hits, {"itself": hits.copy()}).promote
     False
     """
-
-    def describe(other: tuple[float, ...], name: str) -> str:
-        return f"{metrics[0]} {candidate[0]:.4f} does not beat {name} {other[0]:.4f}" + (
-            f" ({', '.join(metrics[1:])} tie too)" if candidate[0] == other[0] else ""
-        )
-
-    def tie_note(others: list[tuple[float, ...]]) -> str:
-        return f" ({metrics[1]} breaks a tie)" if any(o[0] == candidate[0] for o in others) else ""
-
-    for name, value in baselines.items():
-        if not candidate > value:
-            return GateDecision(False, describe(value, f"baseline {name}"))
-    note = tie_note(list(baselines.values()))
-    if champion is None:
+    values = np.asarray(candidate, dtype=np.float64)
+    if len(values) == 0:
+        raise GateError(f"no holdout visitor to judge {metric} on: the gate cannot decide")
+    if np.isnan(values).any() or any(np.isnan(np.asarray(v, float)).any() for v in rivals.values()):
+        raise GateError(f"{metric} is NaN for some visitor: the gate cannot decide")
+    differences = {
+        name: paired_bootstrap(values, np.asarray(other), resamples, seed=seed)
+        for name, other in rivals.items()
+    }
+    failed = {n: d for n, d in differences.items() if not d.low > min_lift}
+    shown = "; ".join(f"{n} {d}" for n, d in differences.items())
+    head = f"{metric} {values.mean():.4f}"
+    if failed:
+        names = ", ".join(failed)
+        floor = f"{min_lift:+.4f}" if min_lift else "0"
         return GateDecision(
-            True, f"first model: {metrics[0]} {candidate[0]:.4f} beats every baseline{note}"
+            False,
+            f"{head} does not beat {names} by more than noise (95% lower bound not above "
+            f"{floor}): {shown}",
+            differences,
         )
-    if not candidate > champion:
-        return GateDecision(False, describe(champion, "champion"))
-    note = tie_note([*baselines.values(), champion])
-    return GateDecision(
-        True,
-        f"{metrics[0]} {candidate[0]:.4f} beats champion {champion[0]:.4f} and every baseline{note}",
-    )
+    return GateDecision(True, f"{head} beats every rival by more than noise: {shown}", differences)

@@ -26,7 +26,7 @@ from mlflow.types import Schema
 from recsys import columns as C
 from recsys.evaluation import RELEVANT, SEGMENT, WARM, BatchRanker, hits_matrix
 from recsys.names import Policy
-from recsys.pipeline.compare import LIGHTFM_POLICIES
+from recsys.pipeline.candidates import name_of
 from recsys.pipeline.config import DEFAULT_LIGHTFM, HEADLINE_TARGET, PipelineConfig
 from recsys.split import TimeSplit, window
 
@@ -64,7 +64,7 @@ def runs_view_columns(cfg: PipelineConfig) -> tuple[str, list[str]]:
     head = mlflow_key(cfg.headline)
     metrics = [f"served_{head}", f"served_{mlflow_key(cfg.gate_metrics[1])}"] + [
         mlflow_key(f"{name}.{HEADLINE_TARGET}.{WARM}.{cfg.headline}")
-        for name in ("recent", "popular", "lightfm")
+        for name in ("ranker", "recent_views", "lightfm+recent", "popular_carts")
     ]
     params = ["policy", "lightfm_loss", "lightfm_no_components", "lightfm_epochs", "trials"]
     return f"served_{head}", [f"metrics.`{m}`" for m in metrics] + [f"params.`{p}`" for p in params]
@@ -79,7 +79,7 @@ def run_name(policy: Policy, params: Mapping[str, Any], start_ms: int, end_ms: i
     """
     p = {**DEFAULT_LIGHTFM, **params}
     return (
-        f"{LIGHTFM_POLICIES[policy]} · {p['loss']} d{p['no_components']} e{p['epochs']} · "
+        f"{name_of(policy)} · {p['loss']} d{p['no_components']} e{p['epochs']} · "
         f"train {_day(start_ms)}..{_day(end_ms - 1)}"
     )
 
@@ -102,7 +102,7 @@ def run_description(
         else "the configured defaults (no tuning)"
     )
     return (
-        f"**{LIGHTFM_POLICIES[policy]}** (policy `{policy}`): LightFM {p['loss']}, "
+        f"**{name_of(policy)}** (policy `{policy}`): LightFM {p['loss']}, "
         f"{p['no_components']} components, {p['epochs']} epochs, learning rate "
         f"{p['learning_rate']:.3g}, {p['recent_slots']} recent-view slots; {how}.\n\n"
         f"Trained on events {_day(start_ms)}..{_day(split.holdout_start_ms - 1)}; judged on "

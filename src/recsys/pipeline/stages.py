@@ -31,26 +31,32 @@ import numpy as np
 import pandas as pd
 
 from recsys import columns as C
-from recsys.bundle import Bundle, serving_lists
+from recsys.bundle import Bundle
 from recsys.config import CHALLENGER_ALIAS, CHAMPION_ALIAS, Settings
 from recsys.data import Dataset, EventStore
 from recsys.data.check import StoreCheck, check_store, interval_end, iso
 from recsys.data.profile import profile_dataset
 from recsys.data.store import TRAINING_PROPERTIES, safe_url
-from recsys.evaluation import RELEVANT, score_policies, window_targets
+from recsys.evaluation import (
+    RELEVANT,
+    SEGMENT,
+    WARM,
+    score_policies,
+    visitor_scores,
+    window_targets,
+)
+from recsys.evaluation.replay import REPLAY_TARGET, replay, replay_metrics
+from recsys.evaluation.stats import Difference
+from recsys.exceptions import ConfigurationError
 from recsys.interactions import TrainingData, prepare_training_data
-from recsys.models.lightfm import LightFMModel
+from recsys.models.fits import BaseFits
 from recsys.names import DEFAULT_POLICY, Policy
+from recsys.pipeline.candidates import ABLATION, CANDIDATES, PolicyBuilder, name_of
 from recsys.pipeline.compare import (
     BASELINES,
-    LIGHTFM_POLICIES,
-    baseline_policies,
     gate_score,
-    headline,
-    lightfm_policies,
 )
 from recsys.pipeline.config import HEADLINE_TARGET, PipelineConfig
-from recsys.pipeline.fitting import fit_lightfm, served_bundle
 from recsys.pipeline.gate import GateDecision, gate
 from recsys.pipeline.report import (
     DESCRIPTION_TAG,
@@ -68,9 +74,10 @@ from recsys.pipeline.report import (
     run_name,
     runs_view_columns,
 )
+from recsys.pipeline.tuning import Window, learning_curve, select
 from recsys.pipeline.tuning import tune as search
-from recsys.serving import ItemSearch, Recommender, precompute_answers
-from recsys.split import TimeSplit, make_split
+from recsys.serving import Recommender, precompute_answers
+from recsys.split import TimeSplit, make_split, window
 from recsys.tracking import champion_version, configure, download_bundle, log_bundle_model
 
 log = logging.getLogger(__name__)
@@ -136,6 +143,11 @@ class RunFolder:
         if start is None:  # a folder written before run.json recorded it
             start = int(self.load_dataset().events[C.TIMESTAMP].min())
         return int(start)
+
+    @property
+    def fits(self) -> BaseFits:
+        """LightFM fits of this run, kept in ``fits/`` so that every stage reuses them."""
+        return BaseFits(self.path / "fits")
 
     @property
     def bundle_dir(self) -> Path:
@@ -266,38 +278,83 @@ def prepare(
     return str(run.info.run_id)
 
 
-def tune(workdir: str | Path, settings: Settings | None = None) -> dict[str, Any]:
-    """Pick LightFM parameters and the served policy on the validation window.
+def backtest_windows(folder: RunFolder) -> list[Window]:
+    """The validation windows of the run (oldest first), each with the training data before
+    it: ``backtest_windows`` consecutive windows of ``validation_days`` ending at the holdout.
 
-    Without trials the configuration's defaults are kept. Only data before the holdout is
-    read. Returns (and records) ``{"params": ..., "policy": ...}``.
+    Raises
+    ------
+    ConfigurationError
+        If the first window (and the ranker's training windows before it) would start before
+        the data does.
+    """
+    cfg, split = folder.config, folder.split
+    events = folder.load_dataset().events
+    length = cfg.validation_days * C.DAY_MS
+    first = split.holdout_start_ms - cfg.backtest_windows * length
+    needed = first - cfg.ranker_windows * length
+    if needed <= folder.start_ms:
+        raise ConfigurationError(
+            f"{cfg.backtest_windows} backtest window(s) and {cfg.ranker_windows} ranker "
+            f"window(s) of {cfg.validation_days} days before the holdout need data from "
+            f"{iso(needed)}, the data starts {iso(folder.start_ms)}: use fewer or shorter "
+            "windows, or more data"
+        )
+    windows = []
+    for start in range(first, split.holdout_start_ms, length):
+        data = folder.training_data(start)
+        targets = window_targets(events, data.user_ids, start, start + length, [HEADLINE_TARGET])
+        windows.append(Window(start, start + length, data, targets[HEADLINE_TARGET]))
+    return windows
+
+
+def tune(workdir: str | Path, settings: Settings | None = None) -> dict[str, Any]:
+    """Pick LightFM's parameters, then the served policy, on the backtest windows (never the
+    holdout). Without trials the configured parameters are kept.
+
+    Returns (and records) ``{"params": ..., "policy": ..., "validation": ...}``: the chosen
+    parameters, the served :class:`~recsys.names.Policy` and every policy's headline per window.
     """
     folder = RunFolder(workdir)
     cfg, split = folder.config, folder.split
     configure(settings or Settings())
-    chosen: dict[str, Any] = {"params": dict(cfg.lightfm), "policy": str(cfg.default_policy)}
-    if cfg.trials > 0:
-        data = folder.training_data(split.validation_start_ms)
-        events = folder.load_dataset().events
-        targets = window_targets(
-            events,
-            data.user_ids,
-            split.validation_start_ms,
-            split.holdout_start_ms,
-            [HEADLINE_TARGET],
-        )[HEADLINE_TARGET]
-        with mlflow.start_run(run_id=folder.run_id):
-            result = search(data, targets, cfg)
-            mlflow.log_text(result.trials.to_csv(index=False), "tuning/trials.csv")
-        chosen = {"params": result.params, "policy": str(result.policy)}
-    policy, start_ms = Policy(chosen["policy"]), folder.start_ms
+    windows = backtest_windows(folder)
+    fits = folder.fits
+    params = dict(cfg.lightfm)
     with mlflow.start_run(run_id=folder.run_id):
-        mlflow.log_params(lightfm_params(chosen["params"]) | {"policy": chosen["policy"]})
+        if cfg.trials > 0:
+            # the trials' fits stay in memory: only the chosen one is fitted (and kept) again
+            result = search(windows, cfg, BaseFits())
+            mlflow.log_text(result.trials.to_csv(index=False), "tuning/trials.csv")
+            params = result.params
+        if cfg.learning_curve:
+            curve = learning_curve(windows[-1], params, cfg, fits)
+            key = f"curve_validation_{mlflow_key(cfg.headline)}"
+            for epoch, value in curve.items():
+                mlflow.log_metric(key, metric_value(value), step=epoch)
+            figure = learning_curve_plot(curve, cfg.headline, "validation")
+            log_figures({"evaluation/learning_curve.png": figure})
+        name, table = select(windows, PolicyBuilder(cfg, params, fits))
+        mlflow.log_text(table.round(6).to_csv(), "tuning/validation.csv")
+        mlflow.log_metrics(
+            {
+                f"val_{mlflow_key(n)}_{mlflow_key(cfg.headline)}": metric_value(v)
+                for n, v in table["mean"].items()
+            }
+        )
+    policy, start_ms = CANDIDATES[name], folder.start_ms
+    chosen: dict[str, Any] = {
+        "params": params,
+        "policy": str(policy),
+        "validation": {n: float(v) for n, v in table["mean"].items()},
+    }
+    with mlflow.start_run(run_id=folder.run_id):
+        mlflow.log_params(lightfm_params(params) | {"policy": str(policy)})
         mlflow.set_tags(
             {
-                RUN_NAME_TAG: run_name(policy, chosen["params"], start_ms, split.holdout_start_ms),
+                RUN_NAME_TAG: run_name(policy, params, start_ms, split.holdout_start_ms),
                 DESCRIPTION_TAG: run_description(
-                    cfg, policy, chosen["params"], split, start_ms, tuned=cfg.trials > 0
+                    cfg, policy, params, split, start_ms, tuned=cfg.trials > 0
                 ),
             }
         )
@@ -305,46 +362,11 @@ def tune(workdir: str | Path, settings: Settings | None = None) -> dict[str, Any
     return chosen
 
 
-class _LearningCurve:
-    """Logs the served policy's headline after every epoch; keeps the last epoch's bundle,
-    which is the fitted model's, so it is not exported twice."""
-
-    def __init__(
-        self,
-        data: TrainingData,
-        params: dict[str, Any],
-        policy: Policy,
-        targets: pd.DataFrame,
-        cfg: PipelineConfig,
-    ) -> None:
-        self.data, self.params, self.policy, self.targets, self.cfg = (
-            data,
-            params,
-            policy,
-            targets,
-            cfg,
-        )
-        self.lists = serving_lists(data, cfg.popularity_window_days)
-        self.bundle: Bundle | None = None
-        self.search: ItemSearch | None = None
-        self.values: dict[int, float] = {}
-
-    def __call__(self, epoch: int, model: LightFMModel) -> None:
-        # diagnostic only: the epochs were chosen on the validation window, not here
-        self.bundle = served_bundle(model, self.data, self.lists, self.params)
-        self.search = ItemSearch(self.bundle)
-        rec = {"lightfm": Recommender(self.bundle, policy=self.policy, search=self.search)}
-        table = score_policies(
-            rec, {HEADLINE_TARGET: self.targets}, self.cfg.k, len(self.data.item_ids)
-        )
-        self.values[epoch] = headline(table, "lightfm", self.cfg.k)
-        key = f"curve_holdout_{mlflow_key(self.cfg.headline)}"
-        mlflow.log_metric(key, metric_value(self.values[epoch]), step=epoch)
-
-
 def fit_and_evaluate(workdir: str | Path, settings: Settings | None = None) -> dict[str, float]:
-    """Fit the tuned configuration up to the holdout start, evaluate every policy and baseline
-    on the holdout as served, log results and plots.
+    """Fit every policy up to the holdout start and evaluate it on the holdout as served:
+    statically (every visitor as of the holdout start) and by replay (each add-to-cart with
+    the session before it); log results and plots; keep every policy's per-visitor scores
+    for the gate.
 
     Returns
     -------
@@ -354,11 +376,13 @@ def fit_and_evaluate(workdir: str | Path, settings: Settings | None = None) -> d
     folder = RunFolder(workdir)
     cfg, split = folder.config, folder.split
     chosen = folder.read("tuning.json")
-    params, policy = chosen["params"], Policy(chosen["policy"])
+    served = name_of(chosen["policy"])
     configure(settings or Settings())
     data = folder.training_data(split.holdout_start_ms)
     events = folder.load_dataset().events
     targets = window_targets(events, data.user_ids, split.holdout_start_ms, split.end_ms)
+    builder = PolicyBuilder(cfg, chosen["params"], folder.fits)
+    names = [*BASELINES, *CANDIDATES, *([ABLATION] if cfg.ablation else [])]
     with mlflow.start_run(run_id=folder.run_id):
         mlflow.log_metrics(
             {
@@ -368,24 +392,35 @@ def fit_and_evaluate(workdir: str | Path, settings: Settings | None = None) -> d
                 "holdout_addtocart_users": len(targets[HEADLINE_TARGET]),
             }
         )
-        curve = _LearningCurve(data, params, policy, targets[HEADLINE_TARGET], cfg)
-        model = fit_lightfm(data, params, cfg.seed, cfg.popularity_window_days, curve, cfg.progress)
-        bundle = curve.bundle or served_bundle(model, data, curve.lists, params)
-        served = lightfm_policies(bundle, curve.search)
-        rankers = {**baseline_policies(data, curve.lists), **served}
+        rankers = builder.build(data, names)
         results = score_policies(rankers, targets, cfg.k, len(data.item_ids))
+        holdout = window(events, split.holdout_start_ms, split.end_ms)
+        replays = {
+            name: replay_metrics(replay(rec, holdout, data.user_ids, cfg.k), cfg.k)
+            for name, rec in rankers.items()
+        }
+        replayed = pd.concat(replays, names=["model"]).assign(target=REPLAY_TARGET)
+        results = pd.concat(
+            [results, replayed.reset_index().set_index(["model", "target", SEGMENT])]
+        ).sort_index()
         log_results(results)
+        warm = targets[HEADLINE_TARGET]
+        warm = warm[warm[SEGMENT] == WARM]
+        visitors = pd.DataFrame(
+            {
+                name: visitor_scores(rec.recommend_batch, warm, cfg.k)[cfg.headline]
+                for name, rec in rankers.items()
+            }
+        ).assign(**{C.VISITOR: warm[C.VISITOR].to_numpy()})
         figures = {
             "evaluation/precision_at_k.png": precision_curve_plot(
                 rankers, targets[HEADLINE_TARGET]
             ),
             "evaluation/policies.png": policy_metrics_plot(results, cfg.gate_metrics),
-            "evaluation/learning_curve.png": learning_curve_plot(
-                curve.values, cfg.headline, "holdout"
-            ),
         }
         log_figures(figures)
-        candidate = gate_score(results, LIGHTFM_POLICIES[policy], cfg.gate_metrics)
+        mlflow.log_dict(builder.reports, "evaluation/ranker.json")
+        candidate = gate_score(results, served, cfg.gate_metrics)
         mlflow.log_metrics(
             {
                 f"served_{mlflow_key(m)}": metric_value(v)
@@ -394,6 +429,7 @@ def fit_and_evaluate(workdir: str | Path, settings: Settings | None = None) -> d
         )
     metrics = dict(zip(cfg.gate_metrics, candidate, strict=True))
     results.to_parquet(folder.path / "results.parquet")
+    visitors.to_parquet(folder.path / "visitors.parquet", index=False)
     _save_targets(folder, targets[HEADLINE_TARGET])
     folder.write("evaluation.json", {"cutoff_ms": split.holdout_start_ms, "metrics": metrics})
     return metrics
@@ -413,19 +449,19 @@ class ChampionComparison:
         ``refit`` (its artifact saw the holdout: its configuration refitted up to the holdout
         start on this run's data, scored as served) or ``not-comparable`` (it saw the holdout
         and records no configuration).
-    score : tuple of float or None
-        Its gate metrics on this holdout (None unless compared as ``artifact`` or ``refit``).
+    values : numpy.ndarray or None
+        Its headline per holdout visitor (the gate's visitors, in their order), when scored.
     """
 
     version: str | None
     compared_as: str
-    score: tuple[float, ...] | None = None
+    values: np.ndarray | None = None
 
 
 def configuration(metadata: Mapping[str, Any], cfg: PipelineConfig) -> dict[str, Any]:
     """The configuration a bundle was trained with, from its metadata: LightFM parameters,
-    served policy, popularity window and event weights (``cfg``'s where a bundle predates
-    recording them)."""
+    served policy, popularity window, event weights and the learned ranker's settings
+    (``cfg``'s where a bundle predates recording them)."""
     return {
         "params": dict(metadata.get("params") or {}),
         "policy": str(metadata.get("policy", DEFAULT_POLICY)),
@@ -433,6 +469,15 @@ def configuration(metadata: Mapping[str, Any], cfg: PipelineConfig) -> dict[str,
             metadata.get("popularity_window_days", cfg.popularity_window_days)
         ),
         "event_weights": dict(metadata.get("event_weights", cfg.event_weights)),
+        "ranker": dict(metadata.get("ranker_settings", _ranker_settings(cfg))),
+    }
+
+
+def _ranker_settings(cfg: PipelineConfig) -> dict[str, Any]:
+    return {
+        "ranker": dict(cfg.ranker),
+        "ranker_windows": cfg.ranker_windows,
+        "ranker_sessions": cfg.ranker_sessions,
     }
 
 
@@ -440,7 +485,7 @@ def judge_champion(
     folder: RunFolder, champion: tuple[str, Bundle] | None, candidate: Mapping[str, Any]
 ) -> ChampionComparison:
     """Score the champion on this run's holdout so that it and the candidate are judged on
-    exactly the same data (see :class:`ChampionComparison` for the cases).
+    exactly the same visitors (see :class:`ChampionComparison` for the cases).
 
     Parameters
     ----------
@@ -458,53 +503,66 @@ def judge_champion(
     config = configuration(bundle.metadata, cfg)
     if config == dict(candidate):
         return ChampionComparison(version, "same-config")
-    targets = _load_targets(folder)
+    warm = _warm_targets(folder)
     cutoff = bundle.metadata.get("cutoff_ms")
     if cutoff is None or int(cutoff) <= split.holdout_start_ms:
-        return ChampionComparison(version, "artifact", _rescore(bundle, targets, cfg))
+        rec = Recommender(bundle, policy=config["policy"])
+        return ChampionComparison(version, "artifact", _headline_values(rec, warm, cfg))
     if not config["params"]:
         log.warning("champion v%s saw this holdout and records no configuration", version)
         return ChampionComparison(version, "not-comparable")
     log.info("champion v%s saw this holdout: refitting its configuration to its start", version)
     data = folder.training_data(split.holdout_start_ms, config["event_weights"])
-    window = config["popularity_window_days"]
-    model = fit_lightfm(data, config["params"], cfg.seed, window)
-    refitted = served_bundle(model, data, serving_lists(data, window), config["params"])
-    refitted.metadata["policy"] = config["policy"]
-    return ChampionComparison(version, "refit", _rescore(refitted, targets, cfg))
+    knobs = cfg.model_copy(
+        update={"popularity_window_days": config["popularity_window_days"], **config["ranker"]}
+    )
+    name = name_of(config["policy"])
+    rec = PolicyBuilder(knobs, config["params"], folder.fits).build(data, [name])[name]
+    return ChampionComparison(version, "refit", _headline_values(rec, warm, cfg))
 
 
 def _explained(reason: str, comparison: ChampionComparison) -> str:
     """The gate's reason with how the champion was compared."""
     champion = f"champion v{comparison.version}"
     if comparison.compared_as == "same-config":
-        note = f"{champion} has the same configuration (this run refreshes it)"
-        return f"{note}; {reason.removeprefix('first model: ')}"
+        return f"{champion} has the same configuration (this run refreshes it); {reason}"
     if comparison.compared_as == "not-comparable":
-        note = f"{champion} saw this holdout and records no configuration: not compared"
-        return f"{note}; {reason.removeprefix('first model: ')}"
+        return f"{champion} saw this holdout and records no configuration: not compared; {reason}"
     if comparison.compared_as == "refit":
         return f"{reason} ({champion} saw this holdout: its configuration refitted to its start)"
     if comparison.compared_as == "artifact":
         return f"{reason} ({champion} as served)"
-    return reason
+    return f"first model: {reason}"
 
 
 def decide(workdir: str | Path, settings: Settings | None = None) -> GateDecision:
-    """The gate: the candidate against every baseline and the champion's configuration, all
-    scored on this run's holdout as served (see :func:`judge_champion`)."""
+    """The gate: the served candidate against every baseline and the champion's configuration,
+    all scored on the same holdout visitors as served; promoted only when every difference is
+    above ``min_lift`` by more than noise (paired bootstrap over visitors)."""
     folder = RunFolder(workdir)
     cfg = folder.config
     settings = settings or Settings()
     client = configure(settings)
-    results = pd.read_parquet(folder.path / "results.parquet")
     chosen = folder.read("tuning.json")
-    candidate = gate_score(results, LIGHTFM_POLICIES[Policy(chosen["policy"])], cfg.gate_metrics)
-    baselines = {name: gate_score(results, name, cfg.gate_metrics) for name in BASELINES}
+    visitors = pd.read_parquet(folder.path / "visitors.parquet")
+    served = name_of(chosen["policy"])
+    rivals = {name: visitors[name].to_numpy() for name in BASELINES}
     # the run's own knobs fill in what tuning does not choose
-    comparison = judge_champion(folder, _champion(client, settings), configuration(chosen, cfg))
-    decision = gate(candidate, comparison.score, baselines, cfg.gate_metrics)
-    decision = GateDecision(decision.promote, _explained(decision.reason, comparison))
+    candidate = configuration({**chosen, "ranker_settings": _ranker_settings(cfg)}, cfg)
+    comparison = judge_champion(folder, _champion(client, settings), candidate)
+    if comparison.values is not None:
+        rivals[f"champion v{comparison.version}"] = comparison.values
+    decision = gate(
+        cfg.headline,
+        visitors[served].to_numpy(),
+        rivals,
+        cfg.min_lift,
+        cfg.bootstrap_resamples,
+        cfg.seed,
+    )
+    decision = GateDecision(
+        decision.promote, _explained(decision.reason, comparison), decision.differences
+    )
     with mlflow.start_run(run_id=folder.run_id):
         mlflow.set_tags(
             {
@@ -512,20 +570,29 @@ def decide(workdir: str | Path, settings: Settings | None = None) -> GateDecisio
                 "champion_compared_as": comparison.compared_as,
             }
         )
-        if comparison.score is not None:
-            mlflow.log_metrics(
-                {
-                    f"champion_rescored_{mlflow_key(m)}": v
-                    for m, v in zip(cfg.gate_metrics, comparison.score, strict=True)
-                }
-            )
+        # every baseline's interval under the same keys in every run; the champion's as
+        # champion_* (NaN when there was no champion to compare)
+        champion_diff = next(
+            (d for n, d in decision.differences.items() if n.startswith("champion")), None
+        )
+        lifts = {
+            **{n: decision.differences[n] for n in BASELINES},
+            "champion": champion_diff,
+        }
+        metrics = {}
+        for rival, diff in lifts.items():
+            for part in ("mean", "low", "high"):
+                value = float("nan") if diff is None else getattr(diff, part)
+                metrics[f"gate_lift_{mlflow_key(rival)}_{part}"] = metric_value(value)
+        mlflow.log_metrics(metrics)
     folder.write(
         "decision.json",
         {
-            **asdict(decision),
+            "promote": decision.promote,
+            "reason": decision.reason,
+            "differences": {n: asdict(d) for n, d in decision.differences.items()},
             "champion_version": comparison.version,
             "champion_compared_as": comparison.compared_as,
-            "champion_score": comparison.score,
         },
     )
     log.info("gate: %s", decision.reason)
@@ -538,8 +605,8 @@ def refit(workdir: str | Path, settings: Settings | None = None) -> Path:
 
     Its metadata records the served ``cutoff_ms`` (the interval end), the
     ``evaluated_cutoff_ms`` (the holdout start) with the evaluated model's holdout
-    ``metrics``, the configuration (``params``, ``policy``, ``event_weights``) and the gate's
-    reason.
+    ``metrics``, the configuration (``params``, ``policy``, ``event_weights``, the ranker's
+    settings) and the gate's reason.
 
     Returns
     -------
@@ -553,9 +620,9 @@ def refit(workdir: str | Path, settings: Settings | None = None) -> Path:
     params, policy = chosen["params"], Policy(chosen["policy"])
     configure(settings or Settings())
     data = folder.training_data(split.end_ms)
-    lists = serving_lists(data, cfg.popularity_window_days)
-    model = fit_lightfm(data, params, cfg.seed, cfg.popularity_window_days, progress=cfg.progress)
-    bundle = served_bundle(model, data, lists, params)
+    name = name_of(policy)
+    rec = PolicyBuilder(cfg, params, folder.fits).build(data, [name])[name]
+    bundle = rec.bundle
     bundle.metadata.update(
         {
             "policy": str(policy),
@@ -565,12 +632,13 @@ def refit(workdir: str | Path, settings: Settings | None = None) -> Path:
             "holdout_end_ms": split.end_ms,
             "params": params,
             "event_weights": dict(cfg.event_weights),
+            "ranker_settings": _ranker_settings(cfg),
             "metrics": evaluation["metrics"],
             "gate": decision["reason"],
         }
     )
     if cfg.precompute_k:
-        bundle.answers = precompute_answers(Recommender(bundle, policy=policy), cfg.precompute_k)
+        bundle.answers = precompute_answers(rec, cfg.precompute_k)
     if folder.bundle_dir.exists():
         shutil.rmtree(folder.bundle_dir)
     bundle.save(folder.bundle_dir)
@@ -649,9 +717,9 @@ class PipelineResult:
     results: pd.DataFrame
     #: how the champion entered the gate (see ChampionComparison.compared_as)
     champion_compared_as: str
-    #: the champion's gate metrics on this run's holdout (None unless compared as its
-    #: artifact or refitted)
-    champion_score: tuple[float, ...] | None
+    #: the gate's comparisons: rival -> mean difference of the headline (candidate - rival)
+    #: over the holdout's warm visitors with its 95% bootstrap interval
+    differences: dict[str, Difference]
     #: the served model's cutoff (the interval end) and the evaluated one's (holdout start)
     cutoff_ms: int
     evaluated_cutoff_ms: int
@@ -680,7 +748,6 @@ def run_pipeline(
     alias = promote(workdir, settings)
     folder = RunFolder(workdir)
     decided = folder.read("decision.json")
-    score = decided["champion_score"]
     return PipelineResult(
         run_id=run_id,
         model_version=version,
@@ -690,7 +757,7 @@ def run_pipeline(
         params=chosen["params"],
         results=pd.read_parquet(folder.path / "results.parquet"),
         champion_compared_as=decided["champion_compared_as"],
-        champion_score=None if score is None else tuple(score),
+        differences=dict(decision.differences),
         cutoff_ms=folder.split.end_ms,
         evaluated_cutoff_ms=folder.split.holdout_start_ms,
     )
@@ -723,10 +790,12 @@ def _champion(client: Any, settings: Settings) -> tuple[str, Bundle] | None:
     return version, Bundle.load(path)
 
 
-def _rescore(champion: Bundle, targets: pd.DataFrame, cfg: PipelineConfig) -> tuple[float, ...]:
-    """The champion's gate metrics on *this* run's holdout add-to-cart targets, as served."""
-    rec = Recommender(champion, policy=champion.metadata.get("policy", DEFAULT_POLICY))
-    table = score_policies(
-        {"champion": rec}, {HEADLINE_TARGET: targets}, cfg.k, len(champion.item_ids)
-    )
-    return gate_score(table, "champion", cfg.gate_metrics)
+def _warm_targets(folder: RunFolder) -> pd.DataFrame:
+    """The holdout's add-to-cart targets of warm visitors: the gate's visitors, in order."""
+    targets = _load_targets(folder)
+    return targets[targets[SEGMENT] == WARM]
+
+
+def _headline_values(rec: Recommender, warm: pd.DataFrame, cfg: PipelineConfig) -> np.ndarray:
+    """The headline of each of ``warm``'s visitors under ``rec``, as served."""
+    return visitor_scores(rec.recommend_batch, warm, cfg.k)[cfg.headline].to_numpy()

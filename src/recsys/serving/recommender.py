@@ -12,7 +12,7 @@ or its scored candidates (:func:`~recsys.serving.policies.rank_scored`).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -117,6 +117,9 @@ class Recommender:
     filter_unavailable : bool, optional
         Override the policy's rule on items flagged unavailable (e.g. a shop that keeps the
         flag fresh wants them never shown).
+    tree_scorer : callable, optional
+        Another evaluator of the bundle's ranker with the same results (training uses
+        CatBoost's own for large batches); default: the bundle's numpy trees.
 
     Raises
     ------
@@ -141,6 +144,7 @@ class Recommender:
         probe: int = 8,
         search: ItemSearch | None = None,
         filter_unavailable: bool | None = None,
+        tree_scorer: Callable[[NDArray[np.float32]], NDArray[np.float64]] | None = None,
     ) -> None:
         self.ranking = get_policy(policy)
         if candidates is not None and candidates < 1:
@@ -170,6 +174,7 @@ class Recommender:
                     "policy 'ranker' needs a bundle with a learned ranker over the features "
                     f"{', '.join(names)}"
                 )
+        self.tree_scorer = tree_scorer
         self._cold: dict[int, Recommendation] = {}
 
     def _padding(self) -> NDArray[np.int64]:
@@ -452,7 +457,7 @@ class Recommender:
         names = feature_names(b)
         if plan.scorer is Scorer.RANKER:
             assert b.ranker is not None
-            scores = b.ranker.predict(cand.x)
+            scores = (self.tree_scorer or b.ranker.predict)(cand.x)
         else:  # co-visitation weight: only co-visited candidates are ranked by it
             covisit = cand.x[:, names.index("covisit")].astype(np.float64)
             scores = np.where(covisit > 0, covisit, np.nan)
