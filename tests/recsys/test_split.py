@@ -32,6 +32,13 @@ def test_make_split_puts_holdout_on_the_last_days(events: pd.DataFrame) -> None:
     assert train[VISITOR].tolist() == list(range(100, 108))
 
 
+def test_make_split_counts_back_from_a_given_interval_end(events: pd.DataFrame) -> None:
+    """A run's interval end (e.g. midnight) places the windows, not the last event."""
+    end = T0 + 21 * DAY_MS
+    split = make_split(events, holdout_days=7, validation_days=5, end_ms=end)
+    assert split == TimeSplit(end - 12 * DAY_MS, end - 7 * DAY_MS, end)
+
+
 def test_make_split_is_order_independent(events: pd.DataFrame) -> None:
     shuffled = events.sample(frac=1.0, random_state=0)
     assert make_split(shuffled) == make_split(events)

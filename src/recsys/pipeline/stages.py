@@ -103,7 +103,10 @@ class RunFolder:
         """Empty the folder: a re-run of the same interval starts over, overwriting it."""
         if self.path.is_dir():
             for child in self.path.iterdir():
-                shutil.rmtree(child) if child.is_dir() else child.unlink()
+                if child.is_dir():
+                    shutil.rmtree(child)
+                else:
+                    child.unlink()
         self.path.mkdir(parents=True, exist_ok=True)
 
     def write(self, name: str, value: dict[str, Any]) -> None:
