@@ -93,8 +93,16 @@ class Daemon:
                 self.process.wait(5)
 
 
-def _start(name: str, args: list[str], url: str, probe: str, log_path: Path) -> Daemon:
-    """Start ``args``, wait until ``GET url + probe`` answers 200 (30 s), return the daemon.
+def start_daemon(
+    name: str,
+    args: list[str],
+    url: str,
+    probe: str,
+    log_path: Path,
+    env: dict[str, str] | None = None,
+    timeout: float = 30.0,
+) -> Daemon:
+    """Start ``args``, wait until ``GET url + probe`` answers 200, return the daemon.
 
     Raises
     ------
@@ -103,9 +111,13 @@ def _start(name: str, args: list[str], url: str, probe: str, log_path: Path) -> 
     """
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("wb") as log:
-        process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+        # a session of its own: Ctrl-C in make monitor reaches the parent only, which then
+        # stops every server in order
+        process = subprocess.Popen(
+            args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env
+        )
     daemon = Daemon(name, url, process, log_path)
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + timeout
     while True:
         try:
             if httpx.get(url + probe, timeout=1).status_code == 200:
@@ -193,7 +205,7 @@ def start_prometheus(
             f"--web.console.libraries={CONSOLE_LIBRARIES}",
         ]
     url = f"http://127.0.0.1:{port}"
-    return _start("prometheus", args, url, "/-/ready", workdir / "prometheus.log")
+    return start_daemon("prometheus", args, url, "/-/ready", workdir / "prometheus.log")
 
 
 def render_alertmanager_config(webhook_url: str, group_wait: str | None = None) -> str:
@@ -229,7 +241,7 @@ def start_alertmanager(config_text: str, workdir: Path, port: int) -> Daemon:
         "--cluster.listen-address=",
     ]
     url = f"http://127.0.0.1:{port}"
-    return _start("alertmanager", args, url, "/-/ready", workdir / "alertmanager.log")
+    return start_daemon("alertmanager", args, url, "/-/ready", workdir / "alertmanager.log")
 
 
 class QueryError(RuntimeError):
