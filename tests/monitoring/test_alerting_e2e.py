@@ -28,7 +28,7 @@ from monitoring.servers import (
 from tests.fastapi_service.service_testkit import start_server, write_bundle
 from tests.monitoring.monitoring_testkit import SCRAPE
 
-pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("tools")]
+pytestmark = [pytest.mark.monitoring, pytest.mark.slow, pytest.mark.usefixtures("tools")]
 
 #: the test's wait for the alert's `for` (the production rule waits 1 minute)
 FOR = "3s"

@@ -32,6 +32,8 @@ from monitoring.servers import (
 from monitoring import abcontract
 from tests.monitoring.monitoring_testkit import RATE_INTERVAL, SCRAPE, Live, exported_names, rules
 
+pytestmark = pytest.mark.monitoring
+
 PROVISIONING = DASHBOARDS_DIR.parent / "provisioning"
 AB_SKIP = "A/B metrics land with the A/B issue"
 
@@ -207,6 +209,7 @@ def test_substitution_leaves_no_grafana_variable() -> None:
             assert not re.search(r"\$\w", promql), (name, promql)
 
 
+@pytest.mark.slow
 def test_bundle_folder_is_reused(demo_bundle: Path) -> None:
     from monitoring.bundle import ensure_bundle
 

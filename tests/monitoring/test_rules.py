@@ -23,7 +23,7 @@ from monitoring.servers import (
 from fastapi_service.metrics import ServiceMetrics
 from tests.monitoring.monitoring_testkit import exported_names, rules
 
-pytestmark = pytest.mark.usefixtures("tools")
+pytestmark = [pytest.mark.monitoring, pytest.mark.usefixtures("tools")]
 
 #: the alerts issue #11 asks for, one per failure mode
 ALERTS = {
