@@ -10,6 +10,7 @@ back) so the machine is left as it was.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import signal
@@ -53,6 +54,7 @@ class Engine:
     root: Path
     process: subprocess.Popen[bytes]
     socket: Path
+    exec_root: Path
     iptables_before: dict[str, list[str]]
     bridge_existed: bool
     env: dict[str, str] = field(default_factory=dict)
@@ -85,6 +87,7 @@ class Engine:
                 self.process.kill()
                 self.process.wait(10)
         self._restore_iptables()
+        shutil.rmtree(self.exec_root, ignore_errors=True)
         if not self.bridge_existed:
             subprocess.run(["ip", "link", "delete", "docker0"], capture_output=True)
 
@@ -126,7 +129,7 @@ def start(root: Path) -> Engine:
         raise EngineUnavailable("another Docker engine owns docker0 on this machine")
     root = root.resolve()
     # the exec root holds unix sockets: keep its path short (sun_path is 108 bytes)
-    exec_root = Path("/tmp") / f"recsys-dockerd-{abs(hash(str(root))) % 10**8}"
+    exec_root = Path("/tmp") / f"recsys-dockerd-{hashlib.sha256(bytes(root)).hexdigest()[:12]}"
     for folder in (root / "data", exec_root, root / "config" / "cli-plugins"):
         folder.mkdir(parents=True, exist_ok=True)
     socket = exec_root / "docker.sock"
@@ -158,7 +161,7 @@ def start(root: Path) -> Engine:
         "DOCKER_BUILDKIT": "1",
         "DOCKER_CONFIG": str(root / "config"),
     }
-    engine = Engine(root, process, socket, before, bridge_existed, env)
+    engine = Engine(root, process, socket, exec_root, before, bridge_existed, env)
     deadline = time.monotonic() + 60
     while engine.docker("version", check=False, timeout=10).returncode != 0:
         if process.poll() is not None or time.monotonic() > deadline:
