@@ -20,7 +20,8 @@ PORT ?= 8000
 # `make mlflow-ui`: the folder of the MLflow store shown (var/notebooks: the notebooks' runs)
 MLFLOW_STORE ?= var
 
-.PHONY: help install demo test test-fast lint format typecheck lock notebooks mlflow-screenshot mlflow-ui airflow airflow-start airflow-stop clean
+.PHONY: help install demo test test-fast lint format typecheck lock notebooks mlflow-screenshot mlflow-ui \
+	airflow airflow-start airflow-stop monitoring-tools monitor dashboards monitoring-pictures up down clean
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -45,13 +46,13 @@ demo: install ## Synthetic data -> event store -> train + register champion -> s
 	echo "GET /recommendations?user_id=$$user"; curl -s "http://$(HOST):$(PORT)/recommendations?user_id=$$user"; echo; \
 	echo "Service answering on http://$(HOST):$(PORT) (docs at /docs). Ctrl-C to stop."; wait $$pid
 
-test: lint typecheck ## Lint, type-check and run the whole test suite (needs PostgreSQL on 127.0.0.1:5432)
+test: lint typecheck monitoring-tools ## Lint, type-check and run the whole test suite (needs PostgreSQL on 127.0.0.1:5432)
 	$(PY) -m pytest
 
 test-fast: install ## The edit-test loop: every test not marked slow, doctests included (< 30 s)
 	$(PY) -m pytest -q -m "not slow"
 
-LINTED := src tests fastapi_service airflow_ml_pipeline benchmarks notebooks/execute.py infrastructure/mlflow/screenshot.py
+LINTED := src tests fastapi_service airflow_ml_pipeline monitoring benchmarks notebooks/execute.py infrastructure/mlflow/screenshot.py
 
 lint: install ## ruff lint + format check
 	$(VENV)/bin/ruff check $(LINTED)
@@ -90,6 +91,33 @@ airflow-start: install ## The same in the background (returns once healthy)
 
 airflow-stop: ## Stop what airflow-start started
 	airflow_ml_pipeline/run-airflow.sh stop
+
+# `make monitor` / `make up` ports (all on 127.0.0.1) and seconds of generated traffic
+PROMETHEUS_PORT ?= 9090
+ALERTMANAGER_PORT ?= 9093
+TRAFFIC ?= 600
+
+monitoring-tools: ## Install the Debian packages of the monitoring checks when missing (prometheus, alertmanager)
+	@bash monitoring/install.sh prometheus alertmanager
+
+monitor: install monitoring-tools ## Service + Prometheus + Alertmanager on loopback (no Docker); Ctrl-C stops them
+	$(PY) -m monitoring.stack --port $(PORT) --prometheus-port $(PROMETHEUS_PORT) \
+		--alertmanager-port $(ALERTMANAGER_PORT) --traffic $(TRAFFIC)
+
+dashboards: install ## Regenerate monitoring/grafana/dashboards/*.json from monitoring/dashboards.py
+	$(PY) -m monitoring.dashboards
+
+monitoring-pictures: install monitoring-tools ## monitoring/pictures/*.png: every dashboard drawn from a live Prometheus (headless Chromium)
+	@bash monitoring/install.sh chromium
+	$(PY) -m monitoring.pictures
+
+up: install ## The stack in Docker (service + Prometheus + Alertmanager), built locally; needs a Docker engine
+	$(PY) -c "from pathlib import Path; from monitoring.bundle import ensure_bundle; ensure_bundle(Path('var/monitor/bundle'))"
+	RECSYS_BUNDLE_DIR=$(CURDIR)/var/monitor/bundle docker compose -f monitoring/compose.yaml up -d --build --wait
+	@echo "service http://127.0.0.1:8000  prometheus http://127.0.0.1:9090  alertmanager http://127.0.0.1:9093"
+
+down: ## Stop the Docker stack of `make up` and remove its volumes
+	docker compose -f monitoring/compose.yaml down -v
 
 clean: ## Remove local state (var/) and the virtualenv
 	rm -rf var $(VENV)

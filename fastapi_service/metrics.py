@@ -29,6 +29,7 @@ from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from recsys.columns import EVENT_TYPES
 from recsys.names import FALLBACK_SOURCES
 
 #: request latency buckets in seconds, dense in the 1-25 ms range where p95/p99 live
@@ -56,6 +57,13 @@ UNMATCHED = "unmatched"
 
 #: methods used as labels as they are; anything else is labelled "other"
 METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
+
+#: label values of the counters created at 0 when the app starts: ``increase()`` and
+#: ``rate()`` see a series' first step only if the series existed before it, and an alert on
+#: "no events ingested" needs the series to exist while nothing arrives
+RELOAD_TRIGGERS = ("startup", "poll", "admin")
+RELOAD_OUTCOMES = ("success", "failure", "unchanged")
+STORE_TABLES = ("events", "exposures")
 
 
 class ServiceMetrics:
@@ -157,26 +165,63 @@ class ServiceMetrics:
             "Visitors with an online history kept in memory.",
             registry=reg,
         )
+        self.in_flight = Gauge(
+            "recsys_http_requests_in_flight",
+            "HTTP requests being answered now.",
+            registry=reg,
+        )
+        self.served_items = Gauge(
+            "recsys_served_items",
+            "Distinct items recommended since the served model was loaded.",
+            registry=reg,
+        )
+        self.catalogue_items = Gauge(
+            "recsys_model_catalogue_items",
+            "Items the served model can recommend (available items of its catalogue).",
+            registry=reg,
+        )
         self._trained_at: float | None = None
+        self._served: set[int] = set()
         self._children: dict[tuple[str, str], tuple[Any, Any, Any]] = {}
         self.model_age.set_function(self._age)
+        self.served_items.set_function(lambda: len(self._served))
         self.registry_reachable.set(1)
+        for trigger in RELOAD_TRIGGERS:
+            for outcome in RELOAD_OUTCOMES:
+                self.reloads.labels(trigger=trigger, outcome=outcome)
+        for event in EVENT_TYPES:
+            self.events.labels(event=event)
+        for table in STORE_TABLES:
+            self.event_store_errors.labels(table=table)
 
     def _age(self) -> float:
         return float("nan") if self._trained_at is None else time.time() - self._trained_at
 
     def set_model(
-        self, version: str, source: str, loaded_at: float, trained_at: float | None
+        self,
+        version: str,
+        source: str,
+        loaded_at: float,
+        trained_at: float | None,
+        catalogue_items: int = 0,
     ) -> None:
-        """Point the model gauges at a newly served model (times in Unix seconds)."""
+        """Point the model gauges at a newly served model (times in Unix seconds).
+
+        ``catalogue_items`` is how many items the model can recommend; the count of distinct
+        items served starts again from zero, so coverage is always of the served model.
+        """
         self.model_info.clear()
         self.model_info.labels(version=version, model_source=source).set(1)
         self._trained_at = trained_at
         self.model_loaded.set(loaded_at)
+        self.catalogue_items.set(catalogue_items)
+        self._served = set()
         self.ready.set(1)
 
-    def observe_recommendation(self, source: str, variant: str, scores: Iterable[float]) -> None:
-        """Count one recommendation response and its scores."""
+    def observe_recommendation(
+        self, source: str, variant: str, scores: Iterable[float], items: Iterable[int] = ()
+    ) -> None:
+        """Count one recommendation response, its scores and the items it served."""
         children = self._children.get((source, variant))
         if children is None:
             # label lookups cost more than the updates: resolve each label set once
@@ -193,6 +238,8 @@ class ServiceMetrics:
         for score in scores:
             if math.isfinite(score):
                 histogram.observe(score)
+        # a set update of k ints (~0.2 us): the distinct count is read only when scraped
+        self._served.update(items)
 
     def render(self) -> bytes:
         """The exposition text of every metric."""
@@ -208,6 +255,7 @@ class MetricsMiddleware:
         # label lookups cost more than the observation; cache the children per label set
         self._durations: dict[tuple[str, str], Any] = {}
         self._counts: dict[tuple[str, str, str], Any] = {}
+        self._in_flight = metrics.in_flight
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -215,6 +263,7 @@ class MetricsMiddleware:
             return
         start = time.perf_counter()
         status = 500
+        self._in_flight.inc()
 
         async def send_wrapper(message: Message) -> None:
             nonlocal status
@@ -225,6 +274,7 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
+            self._in_flight.dec()
             route = scope.get("route")
             template = getattr(route, "path", None) or UNMATCHED
             method = scope["method"] if scope["method"] in METHODS else "other"

@@ -225,7 +225,11 @@ class ModelManager:
             self._set_reachable(False)
             self.last_error = f"serving the cached bundle: {error}"
         self.metrics.set_model(
-            model.version, model.source, model.loaded_at, trained_at(model.bundle.metadata)
+            model.version,
+            model.source,
+            model.loaded_at,
+            trained_at(model.bundle.metadata),
+            catalogue_items=int(model.bundle.item_available.sum()),
         )
         log.info(
             "serving model version %s (%s), previously %s",

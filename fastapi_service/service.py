@@ -113,7 +113,7 @@ class Service:
         model = self.manager.served()
         items, bought = self.history.get(user_id)
         rec = model.recommender.recommend(user_id, k, items, bought)
-        self.metrics.observe_recommendation(rec.source, VARIANT, rec.scores)
+        self.metrics.observe_recommendation(rec.source, VARIANT, rec.scores, rec.item_ids)
         request_id = f"{self._request_prefix}{next(self._request_numbers):016x}"
         exposure = (
             request_id,
