@@ -35,22 +35,21 @@ PLOTS = {
 
 
 @pytest.fixture(scope="module")
-def ui(tmp_path_factory: pytest.TempPathFactory, tiny_raw: Path) -> Iterator[dict]:
+def ui(tmp_path_factory: pytest.TempPathFactory, tiny_store: str) -> Iterator[dict]:
     var = tmp_path_factory.mktemp("ui")
-    settings = Settings(var_dir=var)
+    settings = Settings(var_dir=var, db_url=tiny_store)
+    quick = {
+        "trials": 0,
+        "backtest_windows": 1,
+        "ranker_windows": 1,
+        "ranker": {"iterations": 40},
+        "ablation": False,
+        "progress": False,
+    }
     runs = [
+        run_pipeline(PipelineConfig(**quick, lightfm=dict(FAST)), settings),
         run_pipeline(
-            PipelineConfig(data_dir=tiny_raw, trials=0, lightfm=dict(FAST), progress=False),
-            settings,
-        ),
-        run_pipeline(
-            PipelineConfig(
-                data_dir=tiny_raw,
-                trials=0,
-                lightfm={**FAST, "loss": "bpr"},
-                default_policy="model",
-                progress=False,
-            ),
+            PipelineConfig(**quick, lightfm={**FAST, "loss": "bpr"}, candidates=["lightfm"]),
             settings,
         ),
     ]

@@ -339,10 +339,13 @@ def tune(workdir: str | Path, settings: Settings | None = None) -> dict[str, Any
             log_figures({"evaluation/learning_curve.png": figure})
         name, table = select(windows, PolicyBuilder(cfg, params, fits))
         mlflow.log_text(table.round(6).to_csv(), "tuning/validation.csv")
+        # every run logs every policy's key (NaN: not a candidate of this run)
         mlflow.log_metrics(
             {
-                f"val_{mlflow_key(n)}_{mlflow_key(cfg.headline)}": metric_value(v)
-                for n, v in table["mean"].items()
+                f"val_{mlflow_key(n)}_{mlflow_key(cfg.headline)}": metric_value(
+                    float(table["mean"].get(n, float("nan")))
+                )
+                for n in (*BASELINES, *CANDIDATES)
             }
         )
     policy, start_ms = CANDIDATES[name], folder.start_ms
