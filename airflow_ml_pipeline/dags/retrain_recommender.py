@@ -38,6 +38,9 @@ if TYPE_CHECKING:  # the library loads inside the tasks: parsing this file stays
     from recsys.pipeline.config import PipelineConfig
 
 DAG_ID = "retrain_recommender"
+#: PipelineConfig's LightFM defaults (the DAG file imports no recsys; a test keeps them equal)
+DEFAULT_EPOCHS = 10
+DEFAULT_COMPONENTS = 32
 log = logging.getLogger(__name__)
 
 #: the run's knobs; bounds mirror recsys.pipeline.config.PipelineConfig, which validates them
@@ -81,7 +84,7 @@ PARAMS = {
         description="Tuning time budget (seconds).",
     ),
     "epochs": Param(
-        15,
+        DEFAULT_EPOCHS,
         title="LightFM epochs",
         type="integer",
         minimum=1,
@@ -89,7 +92,7 @@ PARAMS = {
         description="LightFM epochs (untuned runs).",
     ),
     "no_components": Param(
-        64,
+        DEFAULT_COMPONENTS,
         title="LightFM components",
         type="integer",
         minimum=1,
@@ -104,12 +107,52 @@ PARAMS = {
         maximum=1,
         description="LightFM learning rate.",
     ),
-    "policy": Param(
-        "blend",
-        title="Served policy",
-        type="string",
-        enum=["blend", "model"],
-        description="Served policy of untuned runs (tuning picks it otherwise).",
+    "candidates": Param(
+        ["lightfm", "lightfm+recent", "ranker"],
+        title="Servable policies",
+        type="array",
+        items={"type": "string", "enum": ["lightfm", "lightfm+recent", "ranker"]},
+        minItems=1,
+        description="Policies the run may serve; the best on the validation windows serves.",
+    ),
+    "backtest_windows": Param(
+        2,
+        title="Validation windows",
+        type="integer",
+        minimum=1,
+        maximum=12,
+        description="Consecutive validation windows tuning and selection average over.",
+    ),
+    "ranker_windows": Param(
+        2,
+        title="Ranker windows",
+        type="integer",
+        minimum=1,
+        maximum=12,
+        description="Windows before a cutoff the learned ranker trains on.",
+    ),
+    "ranker_iterations": Param(
+        300,
+        title="Ranker trees",
+        type="integer",
+        minimum=10,
+        maximum=5000,
+        description="Most trees of the learned ranker (early stopping picks fewer).",
+    ),
+    "min_lift": Param(
+        0.0,
+        title="Minimum lift",
+        type="number",
+        minimum=-1,
+        maximum=1,
+        description="Promote when the 95% lower bound of the headline difference vs every "
+        "rival (paired bootstrap over visitors) is above this.",
+    ),
+    "deterministic": Param(
+        False,
+        title="Deterministic",
+        type="boolean",
+        description="One thread for LightFM and CatBoost: the same data gives the same model.",
     ),
     "promote": Param(
         True,
@@ -205,7 +248,12 @@ def _config(params: dict[str, Any], end_ms: int | None) -> PipelineConfig:
         trials=params["trials"],
         timeout_s=params["timeout_s"],
         lightfm=lightfm,
-        default_policy=params["policy"],
+        candidates=params["candidates"],
+        backtest_windows=params["backtest_windows"],
+        ranker_windows=params["ranker_windows"],
+        ranker={"iterations": params["ranker_iterations"]},
+        min_lift=params["min_lift"],
+        deterministic=params["deterministic"],
         promote=params["promote"],
         min_events=params["min_events"],
         min_holdout_addtocart=params["min_holdout_addtocart"],

@@ -138,10 +138,10 @@ def train(
     ] = _DEFAULTS.validation_days,
     k: Annotated[int, typer.Option("--k", help=_help("k"))] = _DEFAULTS.k,
     epochs: Annotated[
-        int | None, typer.Option(help="LightFM epochs of untuned runs (default: 15).")
+        int | None, typer.Option(help="LightFM epochs of untuned runs (default: 10).")
     ] = None,
     components: Annotated[
-        int | None, typer.Option(help="LightFM components of untuned runs (default: 64).")
+        int | None, typer.Option(help="LightFM components of untuned runs (default: 32).")
     ] = None,
     promote: Annotated[bool, typer.Option(help=_help("promote"))] = _DEFAULTS.promote,
     seed: Annotated[int, typer.Option()] = _DEFAULTS.seed,

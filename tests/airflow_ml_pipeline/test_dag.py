@@ -70,7 +70,12 @@ def test_params_defaults_make_a_valid_pipeline_config(described: dict[str, Any])
         lower = next(m.ge for m in field.metadata if hasattr(m, "ge"))
         assert params[name]["minimum"] == lower, name
     assert params["promote"]["default"] is True and params["promote"]["type"] == "boolean"
-    assert params["policy"]["enum"] == ["blend", "model"]
+    assert params["candidates"]["default"] == PipelineConfig().candidates
+    for name in ("backtest_windows", "ranker_windows", "min_lift", "deterministic"):
+        assert params[name]["default"] == PipelineConfig.model_fields[name].default, name
+    lightfm = PipelineConfig().lightfm
+    assert params["epochs"]["default"] == lightfm["epochs"]
+    assert params["no_components"]["default"] == lightfm["no_components"]
 
 
 def test_dag_file_imports_no_heavy_library() -> None:

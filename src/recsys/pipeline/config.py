@@ -9,16 +9,16 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from recsys.columns import ADDTOCART, EVENT_TYPES
 from recsys.evaluation import WARM, metric_key
 from recsys.interactions import DEFAULT_EVENT_WEIGHTS
-from recsys.names import DEFAULT_POLICY, DEFAULT_RECENT_SLOTS, Policy
+from recsys.names import DEFAULT_RECENT_SLOTS
 
 #: LightFM parameters used as they are without tuning, and as the search's first trial
 DEFAULT_LIGHTFM: dict[str, Any] = {
     "loss": "warp",
-    "no_components": 64,
+    "no_components": 32,
     "learning_rate": 0.05,
     "item_alpha": 1e-6,
     "user_alpha": 1e-6,
-    "epochs": 15,
+    "epochs": 10,
     "recent_slots": DEFAULT_RECENT_SLOTS,
 }
 
@@ -62,9 +62,6 @@ class PipelineConfig(BaseModel):
         description="Interaction weight per event type (also weighs the popularity fallback).",
     )
     popularity_window_days: int = Field(14, ge=1, description="Window of popularity rankings.")
-    default_policy: Policy = Field(
-        DEFAULT_POLICY, description="Served policy when no tuning ran (tuning picks it)."
-    )
     precompute_k: int = Field(
         10, ge=0, description="Served answers precomputed per known visitor; 0 = rank live."
     )

@@ -254,7 +254,7 @@ def prepare(
     source = safe_url(store.url)
     start_ms = int(ds.events[C.TIMESTAMP].min())
     # named after the configured policy; tune renames it after what it chose
-    name = run_name(cfg.default_policy, cfg.lightfm, start_ms, split.holdout_start_ms)
+    name = run_name(CANDIDATES[cfg.candidates[-1]], cfg.lightfm, start_ms, split.holdout_start_ms)
     with mlflow.start_run(run_name=name) as run:
         mlflow.set_tags({"interval_end": iso(end), **(tags or {})})
         log_data_windows(ds.events, split, source)
