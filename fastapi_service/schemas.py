@@ -59,6 +59,9 @@ class RecommendationResponse(BaseModel):
         f"{' or '.join(sorted(FALLBACK_SOURCES))} for one it does not."
     )
     model_version: str
+    experiment: str = Field(
+        description="A/B experiment of the request ('default' outside any experiment)."
+    )
     variant: str = Field(description="A/B variant that served the request.")
     request_id: str = Field(description="Pass it back with POST /events to link the events.")
 

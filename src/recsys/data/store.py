@@ -36,6 +36,7 @@ from sqlalchemy import (
     case,
     create_engine,
     func,
+    or_,
     select,
 )
 from sqlalchemy.engine import URL, make_url
@@ -57,6 +58,19 @@ _EVENT_INSERT_COLUMNS = (*C.EVENTS_COLUMNS, C.REQUEST_ID)
 _TEXT = String(schema.TEXT_LENGTH)
 
 metadata = MetaData()
+
+#: columns of :meth:`EventStore.read_outcomes` beside the events' own
+LINKED_EXPERIMENT = "linked_experiment"
+OUTCOME_COLUMNS = (
+    C.TIMESTAMP,
+    C.VISITOR,
+    C.EVENT,
+    C.ITEM,
+    C.REQUEST_ID,
+    LINKED_EXPERIMENT,
+)
+#: column of :meth:`EventStore.visitor_activity`
+ACTIVITY = "events"
 
 events_table = Table(
     "events",
@@ -500,9 +514,13 @@ class EventStore:
                 cursor.close()
 
     def read_exposures(
-        self, start_ms: int | None = None, end_ms: int | None = None
+        self,
+        start_ms: int | None = None,
+        end_ms: int | None = None,
+        experiment: str | None = None,
     ) -> pd.DataFrame:
-        """Exposures with ``start_ms <= timestamp < end_ms``, in logging order.
+        """Exposures with ``start_ms <= timestamp < end_ms`` (of one ``experiment`` if given),
+        in logging order.
 
         Returns
         -------
@@ -517,7 +535,11 @@ class EventStore:
             query = query.where(t[C.TIMESTAMP] >= int(start_ms))
         if end_ms is not None:
             query = query.where(t[C.TIMESTAMP] < int(end_ms))
-        frame = pd.DataFrame(self._fetch(query), columns=list(C.EXPOSURES_COLUMNS))
+        if experiment is not None:
+            query = query.where(t[C.EXPERIMENT] == experiment)
+        with self.engine.connect() as conn:
+            rows = [tuple(row) for row in conn.execute(query)]
+        frame = pd.DataFrame(rows, columns=list(C.EXPOSURES_COLUMNS))
         for name in (C.REQUEST_ID, C.EXPERIMENT, C.VARIANT, C.MODEL_VERSION):
             frame[name] = frame[name].astype(str)
         for name in (C.TIMESTAMP, C.VISITOR):
@@ -527,3 +549,76 @@ class EventStore:
             dtype=object,
         )
         return frame
+
+    def read_outcomes(
+        self, experiment: str, start_ms: int | None = None, end_ms: int | None = None
+    ) -> pd.DataFrame:
+        """Add-to-cart and purchase events that may belong to ``experiment``: those linked by
+        ``request_id`` to one of its exposures, and those of visitors it exposed.
+
+        Returns
+        -------
+        pd.DataFrame
+            Columns timestamp, visitorid, event (str), itemid (int64), request_id (str or
+            None) and ``linked_experiment``: the experiment of the exposure the request id
+            names (None when it names none).
+        """
+        self._ensure_schema()
+        ev, x = events_table.c, exposures_table.alias("linked")
+        exposed = select(exposures_table.c[C.VISITOR]).where(
+            exposures_table.c[C.EXPERIMENT] == experiment
+        )
+        query = (
+            select(
+                ev[C.TIMESTAMP],
+                ev[C.VISITOR],
+                ev[C.EVENT],
+                ev[C.ITEM],
+                ev[C.REQUEST_ID],
+                x.c[C.EXPERIMENT],
+            )
+            .select_from(events_table.outerjoin(x, x.c[C.REQUEST_ID] == ev[C.REQUEST_ID]))
+            .where(
+                ev[C.EVENT].in_([C.ADDTOCART, C.PURCHASE]),
+                or_(x.c[C.EXPERIMENT] == experiment, ev[C.VISITOR].in_(exposed)),
+            )
+            .order_by(ev[C.TIMESTAMP], ev.id)
+        )
+        if start_ms is not None:
+            query = query.where(ev[C.TIMESTAMP] >= int(start_ms))
+        if end_ms is not None:
+            query = query.where(ev[C.TIMESTAMP] < int(end_ms))
+        with self.engine.connect() as conn:
+            rows = [tuple(row) for row in conn.execute(query)]
+        frame = pd.DataFrame(
+            rows,
+            columns=[*OUTCOME_COLUMNS],
+        )
+        for name in (C.TIMESTAMP, C.VISITOR, C.ITEM):
+            frame[name] = frame[name].astype(np.int64)
+        return frame
+
+    def visitor_activity(self, experiment: str, start_ms: int | None, end_ms: int) -> pd.DataFrame:
+        """Events per visitor exposed in ``experiment``, with ``start_ms <= timestamp < end_ms``
+        (a pre-experiment covariate).
+
+        Returns
+        -------
+        pd.DataFrame
+            Columns visitorid and ``events`` (int64), visitors without events left out.
+        """
+        self._ensure_schema()
+        ev = events_table.c
+        exposed = select(exposures_table.c[C.VISITOR]).where(
+            exposures_table.c[C.EXPERIMENT] == experiment
+        )
+        query = (
+            select(ev[C.VISITOR], func.count())
+            .where(ev[C.VISITOR].in_(exposed), ev[C.TIMESTAMP] < int(end_ms))
+            .group_by(ev[C.VISITOR])
+        )
+        if start_ms is not None:
+            query = query.where(ev[C.TIMESTAMP] >= int(start_ms))
+        with self.engine.connect() as conn:
+            rows = [tuple(row) for row in conn.execute(query)]
+        return pd.DataFrame(rows, columns=[C.VISITOR, ACTIVITY], dtype=np.int64)
