@@ -265,16 +265,12 @@ def visitor_outcomes(data: ExperimentData) -> pd.DataFrame:
 
 
 def with_pre_activity(
-    store: EventStore,
-    experiment: str,
-    visitors: pd.DataFrame,
-    start_ms: int,
-    pre_days: float | None = None,
+    store: EventStore, experiment: str, visitors: pd.DataFrame, pre_days: float | None = None
 ) -> pd.DataFrame:
-    """``visitors`` with ``pre_events``: each visitor's events before ``start_ms`` (the last
-    ``pre_days`` days of them; None = all history), the covariate of CUPED."""
-    since = None if pre_days is None else int(start_ms - pre_days * C.DAY_MS)
-    activity = store.visitor_activity(experiment, since, start_ms)
+    """``visitors`` with ``pre_events``: each visitor's events before their first exposure in
+    the experiment (the last ``pre_days`` days of them; None = all history), the covariate of
+    CUPED. Activity before a visitor's first exposure cannot depend on their variant."""
+    activity = store.visitor_activity(experiment, pre_days)
     out = visitors.merge(activity, on=C.VISITOR, how="left")
     return (
         out.rename(columns={ACTIVITY: PRE_ACTIVITY})

@@ -205,7 +205,7 @@ def _where(loc: Sequence[int | str], raw: Any) -> str:
         if len(rest) >= 2 and rest[0] == "variants" and isinstance(rest[1], int):
             rest = [f"variants[{rest[1]}]", *rest[2:]]
         return label + (f": {'.'.join(map(str, rest))}" if rest else "")
-    return ".".join(map(str, parts)) or "file"
+    return ".".join(map(str, parts))
 
 
 def parse_experiments(raw: Any, source: str = "experiments") -> tuple[Experiment, ...]:
@@ -242,7 +242,8 @@ def parse_experiments(raw: Any, source: str = "experiments") -> tuple[Experiment
             message = str(error["msg"]).removeprefix("Value error, ")
             if error["type"] == "enum":
                 message += f" (got {error['input']!r})"
-            lines.append(f"{source}: {_where(error['loc'], raw)}: {message}")
+            where = _where(error["loc"], raw)
+            lines.append(f"{source}: {where}: {message}" if where else f"{source}: {message}")
         raise ConfigurationError("\n".join(lines)) from None
 
 

@@ -26,6 +26,8 @@ from recsys.abtest import stats as S
 from recsys.abtest.config import Experiment
 from recsys.data.store import EventStore
 
+#: ratio metrics that are shares (their intervals are clipped to [0, 1])
+BOUNDED: Final = frozenset({A.CART_TO_PURCHASE, "cart_to_purchase_items", A.RECOMMENDED_SHARE})
 #: the metrics of the report: key, label, kind (proportion or ratio), numerator, denominator
 METRICS: Final = (
     (A.ADDTOCART_CONVERSION, "Add-to-cart conversion", "proportion", A.ADDED, None),
@@ -90,8 +92,8 @@ class Report:
     cuped: list[CupedResult] = field(default_factory=list)
     #: visitors whose exposures carry more than one variant (a changed file)
     crossovers: int = 0
-    #: CUPED covariate: events per visitor before this time (ms), over this many days
-    cuped_start_ms: int | None = None
+    #: CUPED covariate: events per visitor in this many days before their first exposure
+    #: (None: all their history before it)
     cuped_days: float | None = None
 
     def metric(self, key: str, variant: str) -> MetricResult:
@@ -120,7 +122,7 @@ class Report:
                 "srm": {**asdict(self.srm), "mismatch": self.srm.mismatch},
                 "cuped": [asdict(c) for c in self.cuped],
                 "cuped_covariate": {
-                    "events_before_ms": self.cuped_start_ms,
+                    "events_before_first_exposure": True,
                     "days": self.cuped_days,
                 },
                 "crossover_visitors": self.crossovers,
@@ -188,6 +190,8 @@ def analyse(
                 value, variance = S.ratio_estimate(part[num], part[den])
                 half = q * math.sqrt(variance) if math.isfinite(variance) else float("nan")
                 low, high = value - half, value + half
+                if key in BOUNDED:
+                    low, high = max(0.0, low), min(1.0, high)
                 var_c = S.ratio_estimate(base[num], base[den])[1]
                 spread = math.sqrt(var_c * n_c) if math.isfinite(var_c) else float("nan")
                 comparison = S.ratio_test(base[num], base[den], part[num], part[den], confidence)
@@ -251,8 +255,8 @@ def build_report(
     window_s
         Attribution window after a visitor's first exposure, for events without request id.
     cuped_days
-        CUPED covariate: each visitor's events in this many days before the experiment's start
-        (the configured start, else the first exposure analysed); None = all their history.
+        CUPED covariate: each visitor's events in this many days before their first exposure
+        in the experiment; None = all their history before it.
     """
     data = A.load_experiment(store, experiment, since_ms, until_ms, window_s)
     visitors = A.visitor_outcomes(data)
@@ -266,13 +270,7 @@ def build_report(
         weights = dict.fromkeys(variants, 1.0)
     if not variants:
         raise LookupError(f"experiment {experiment!r} has no exposures in the store")
-    start = None
-    if config is not None and config.start is not None:
-        start = int(config.start.timestamp() * 1000)
-    elif not data.exposures.empty:
-        start = int(data.exposures[C.TIMESTAMP].min())
-    if start is not None:
-        visitors = A.with_pre_activity(store, experiment, visitors, start, cuped_days)
+    visitors = A.with_pre_activity(store, experiment, visitors, cuped_days)
     counts, results, srm, cuped = analyse(visitors, data.exposures, variants, weights)
     return Report(
         experiment=experiment,
@@ -287,7 +285,6 @@ def build_report(
         srm=srm,
         cuped=cuped,
         crossovers=int((visitors[A.VARIANTS_SEEN] > 1).sum()),
-        cuped_start_ms=start,
         cuped_days=cuped_days,
     )
 
@@ -311,7 +308,7 @@ def _p(value: float) -> str:
 
 def _when(ms: int | None) -> str:
     if ms is None:
-        return "-"
+        return "open"
     return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
@@ -351,10 +348,14 @@ def _grid(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
 
 def format_table(report: Report) -> str:
     """The report as plain text: traffic, sample-ratio check, metrics, CUPED."""
+    period = (
+        "all exposures"
+        if report.since_ms is None and report.until_ms is None
+        else f"exposures {_when(report.since_ms)} .. {_when(report.until_ms)}"
+    )
     lines = [
-        f"Experiment {report.experiment!r}: control {report.control!r}; exposures "
-        f"{_when(report.since_ms)} .. {_when(report.until_ms)}; attribution window "
-        f"{report.window_s:g} s",
+        f"Experiment {report.experiment!r}: control {report.control!r}; {period}; attribution "
+        f"window {report.window_s:g} s",
         "",
     ]
     counts = report.counts
@@ -393,10 +394,10 @@ def format_table(report: Report) -> str:
         "detectable at 80% power, alpha 0.05, with these samples."
     )
     if report.cuped:
-        days = "all history" if report.cuped_days is None else f"{report.cuped_days:g} days"
+        days = "all history" if report.cuped_days is None else f"last {report.cuped_days:g} days"
         lines += [
             "",
-            f"CUPED (covariate: events per visitor before {_when(report.cuped_start_ms)}, {days}):",
+            f"CUPED (covariate: each visitor's events before their first exposure, {days}):",
         ]
         for c in report.cuped:
             cmp = c.comparison

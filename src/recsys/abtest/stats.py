@@ -9,8 +9,9 @@ The unit of randomisation is the visitor, so every variance is computed over vis
   their variance comes from the delta method, ``Var(X̄/Ȳ) ≈ (σx² − 2Rσxy + R²σy²) / (n μy²)``,
   and two variants are compared with a z-test on that variance (a naive t-test over the
   adding visitors would ignore that the set of adders itself is random);
-* the lift ``t/c − 1`` gets its interval from the delta method on the two independent
-  estimates;
+* the lift ``t/c − 1`` gets its interval from the delta method on the log of the ratio of the
+  two independent estimates, ``Var(log t/c) ≈ Var(t)/t² + Var(c)/c²`` (asymmetric, never
+  below −100%);
 * the sample-ratio-mismatch check is Pearson's chi-square of visitor counts against the
   configured weights;
 * the minimum detectable effect is the difference a two-sided test at level α detects with the
@@ -115,8 +116,9 @@ def _comparison(
     q = z_critical(confidence)
     diff, se = t - c, math.sqrt(var_c + var_t)
     lift = _div(t, c) - 1
-    # delta method on t/c: d/dt = 1/c, d/dc = -t/c^2
-    se_lift = math.sqrt(var_t / c**2 + t**2 * var_c / c**4) if c else _NAN
+    # delta method on log(t/c): the interval of a ratio of estimates is skewed, symmetric only
+    # on the log scale
+    se_log = math.sqrt(var_t / t**2 + var_c / c**2) if c > 0 and t > 0 else _NAN
     return Comparison(
         control=c,
         treatment=t,
@@ -124,8 +126,8 @@ def _comparison(
         diff_low=diff - q * se,
         diff_high=diff + q * se,
         lift=lift,
-        lift_low=lift - q * se_lift,
-        lift_high=lift + q * se_lift,
+        lift_low=(lift + 1) * math.exp(-q * se_log) - 1,
+        lift_high=(lift + 1) * math.exp(q * se_log) - 1,
         z=z,
         p_value=_p_value(z),
     )
@@ -142,13 +144,16 @@ def proportion_test(
     50 of 500 against 70 of 500: pooled p = 0.12, se = sqrt(0.12 * 0.88 * (2/500)) = 0.020553,
     z = 0.04 / 0.020553 = 1.9462, p = 0.0516; the difference's interval uses
     sqrt(0.1 * 0.9/500 + 0.14 * 0.86/500) = 0.020513 (0.04 ± 0.040206), the lift is
-    0.14/0.1 - 1 = 0.4:
+    0.14/0.1 - 1 = 0.4 and its interval 1.4 · exp(±1.96 · sqrt(0.86/70 + 0.9/50)) - 1, with
+    sqrt(0.012286 + 0.018) = 0.174029: 1.4 · (0.71098, 1.40650) - 1 = (-0.0046, 0.9691):
 
     >>> r = proportion_test(50, 500, 70, 500)
     >>> round(r.z, 4), round(r.p_value, 4), round(r.lift, 4)
     (1.9462, 0.0516, 0.4)
     >>> round(r.diff_low, 4), round(r.diff_high, 4)
     (-0.0002, 0.0802)
+    >>> round(r.lift_low, 4), round(r.lift_high, 4)
+    (-0.0046, 0.9691)
     """
     if n_c <= 0 or n_t <= 0:
         return _comparison(_div(x_c, n_c), _div(x_t, n_t), _NAN, _NAN, _NAN, confidence)

@@ -598,27 +598,32 @@ class EventStore:
             frame[name] = frame[name].astype(np.int64)
         return frame
 
-    def visitor_activity(self, experiment: str, start_ms: int | None, end_ms: int) -> pd.DataFrame:
-        """Events per visitor exposed in ``experiment``, with ``start_ms <= timestamp < end_ms``
-        (a pre-experiment covariate).
+    def visitor_activity(self, experiment: str, days: float | None = None) -> pd.DataFrame:
+        """Events of each visitor exposed in ``experiment`` before their first exposure in it
+        (the last ``days`` days before it; None = all): a covariate the experiment cannot
+        have changed.
 
         Returns
         -------
         pd.DataFrame
-            Columns visitorid and ``events`` (int64), visitors without events left out.
+            Columns visitorid and ``events`` (int64), visitors without such events left out.
         """
         self._ensure_schema()
-        ev = events_table.c
-        exposed = select(exposures_table.c[C.VISITOR]).where(
-            exposures_table.c[C.EXPERIMENT] == experiment
+        ev, x = events_table.c, exposures_table.c
+        first = (
+            select(x[C.VISITOR].label("visitor"), func.min(x[C.TIMESTAMP]).label("first_ms"))
+            .where(x[C.EXPERIMENT] == experiment)
+            .group_by(x[C.VISITOR])
+            .subquery()
         )
+        condition = (ev[C.VISITOR] == first.c.visitor) & (ev[C.TIMESTAMP] < first.c.first_ms)
+        if days is not None:
+            condition &= ev[C.TIMESTAMP] >= first.c.first_ms - int(days * C.DAY_MS)
         query = (
             select(ev[C.VISITOR], func.count())
-            .where(ev[C.VISITOR].in_(exposed), ev[C.TIMESTAMP] < int(end_ms))
+            .select_from(events_table.join(first, condition))
             .group_by(ev[C.VISITOR])
         )
-        if start_ms is not None:
-            query = query.where(ev[C.TIMESTAMP] >= int(start_ms))
         with self.engine.connect() as conn:
             rows = [tuple(row) for row in conn.execute(query)]
         return pd.DataFrame(rows, columns=[C.VISITOR, ACTIVITY], dtype=np.int64)
