@@ -3,6 +3,10 @@
 The service is trained on data up to a cutoff; the days after it (the holdout) hold what its
 visitors really did next, which the service never saw. Each simulated visitor is one of them:
 
+The holdout runs from the served model's training cutoff (``cutoff_ms`` in its metadata, read
+from ``GET /model``) to the end of the data, so the ground truth is always what the model could
+not have seen.
+
 1. **Browse.** Their holdout views before their first add-to-cart (all of their views when
    they never carted), the last ``session_events`` of them, are posted to ``POST /events`` in
    one batch, as the shop would post them: the service folds them into its ranking.
@@ -268,8 +272,8 @@ def _events(
 def load_holdout(
     events: pd.DataFrame, cutoff_ms: int | None, holdout_days: int = 7
 ) -> tuple[pd.DataFrame, int, int]:
-    """The holdout window: from the served model's cutoff (else the pipeline's split of
-    ``events``) for ``holdout_days`` days, never past the data.
+    """The holdout window: from the served model's training cutoff to the end of the data
+    (without a known cutoff: the pipeline's split, the last ``holdout_days`` days).
 
     Raises
     ------
@@ -278,14 +282,13 @@ def load_holdout(
     """
     end = int(events[C.TIMESTAMP].max()) + 1
     start = make_split(events, holdout_days, 0).holdout_start_ms if cutoff_ms is None else cutoff_ms
-    stop = min(end, start + holdout_days * C.DAY_MS)
-    part = window(events, start, stop)
+    part = window(events, start, end)
     if part.empty:
         raise ConfigurationError(
             f"no events after the served model's cutoff {start}: its training saw all the data, "
             "so there is no ground truth left to simulate from"
         )
-    return part, start, stop
+    return part, start, end
 
 
 def simulate(
@@ -321,7 +324,7 @@ def simulate(
     concurrency
         Visitors simulated at once (threads sharing one HTTP connection pool).
     holdout_days
-        Length of the holdout after the model's cutoff.
+        Length of the holdout when the served model does not record its training cutoff.
     progress
         Called with 1 after each visitor (e.g. a tqdm bar's ``update``).
 
