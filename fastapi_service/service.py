@@ -125,6 +125,8 @@ class Service:
         started = [e for e in self.manager.experiments if e.start_s <= now]
         values = await run_in_threadpool(self._ab_values, started)
         self.metrics.set_ab(values, now)
+        exposures = sum(int(row["exposures"]) for row in values.values())
+        log.info("A/B metrics of %d exposures in %.2f s", exposures, time.time() - now)
 
     def _ab_values(self, experiments: list[Experiment]) -> dict[tuple[str, str], dict[str, float]]:
         from recsys.abtest.attribution import VARIANT_COLUMNS, experiment_counts
