@@ -354,6 +354,7 @@ def simulate(
     from recsys.simulate import Behaviour
     from recsys.simulate import simulate as run
 
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
     if population not in ("all", "shoppers"):
         _fail(f"--population: expected all or shoppers, got {population!r}")
     try:

@@ -192,8 +192,10 @@ def analyse(
                 low, high = value - half, value + half
                 if key in BOUNDED:
                     low, high = max(0.0, low), min(1.0, high)
+                # per-visitor spread pooled over both groups: a small control can show none
                 var_c = S.ratio_estimate(base[num], base[den])[1]
-                spread = math.sqrt(var_c * n_c) if math.isfinite(var_c) else float("nan")
+                pooled = (var_c * n_c**2 + variance * n**2) / (n_c + n)
+                spread = math.sqrt(pooled) if math.isfinite(pooled) else float("nan")
                 comparison = S.ratio_test(base[num], base[den], part[num], part[den], confidence)
             results.append(
                 MetricResult(
@@ -343,7 +345,7 @@ def _grid(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     line = "  ".join("-" * w for w in widths)
     out = ["  ".join(str(h).ljust(w) for h, w in zip(header, widths, strict=True)), line]
     out += ["  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
-    return out
+    return [row.rstrip() for row in out]
 
 
 def format_table(report: Report) -> str:
@@ -418,9 +420,10 @@ def plot_report(report: Report, path: str | Path) -> Path:
     import matplotlib.pyplot as plt
 
     keys = [key for key, *_ in METRICS]
-    fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 4.2))
+    fig, grid = plt.subplots(2, 3, figsize=(13, 8))
+    axes = grid.ravel()
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for ax, key in zip(axes, keys, strict=True):
+    for ax, key in zip(axes, keys, strict=False):
         results = [report.metric(key, v) for v in report.variants]
         scale = 1.0 if key == A.ITEMS_PER_USER else 100.0
         values = np.array([r.value for r in results]) * scale
@@ -443,14 +446,31 @@ def plot_report(report: Report, path: str | Path) -> Path:
                     fontsize=8,
                 )
         ax.margins(y=0.25)
-    srm = "SAMPLE RATIO MISMATCH" if report.srm.mismatch else f"SRM p={_p(report.srm.p_value)}"
-    visitors = ", ".join(
-        f"{v}: {int(report.counts.loc[v, A.EXPOSED_VISITORS]):,}" for v in report.variants
-    )
-    fig.suptitle(
-        f"A/B experiment {report.experiment!r} - visitors {visitors} - {srm} - 95% intervals",
-        fontsize=11,
-    )
+    summary = axes[-1]
+    summary.axis("off")
+    srm = report.srm
+    lines = [
+        f"control: {report.control}",
+        *(
+            f"{v}: {int(report.counts.loc[v, A.EXPOSED_VISITORS]):,} visitors, "
+            f"{int(report.counts.loc[v, A.EXPOSURES]):,} exposures"
+            for v in report.variants
+        ),
+        "",
+        "SAMPLE RATIO MISMATCH: do not trust"
+        if srm.mismatch
+        else f"sample ratio check: p = {_p(srm.p_value)} (ok)",
+        *(
+            f"CUPED {c.variant}: conversion diff {_pct(c.comparison.diff)},"
+            f" p = {_p(c.comparison.p_value)},\n  variance reduction {_pct(c.variance_reduction, 1)}"
+            for c in report.cuped
+        ),
+        "",
+        "bars: 95% intervals (Wilson; delta method)",
+        "p: two-proportion z / delta-method z vs control",
+    ]
+    summary.text(0.0, 1.0, "\n".join(lines), va="top", fontsize=10, family="monospace")
+    fig.suptitle(f"A/B experiment {report.experiment!r}", fontsize=12)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
