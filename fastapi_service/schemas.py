@@ -132,6 +132,13 @@ class Ready(BaseModel):
     detail: str | None = None
 
 
+class ArmInfo(BaseModel):
+    experiment: str
+    variant: str
+    model_version: str
+    policy: Policy
+
+
 class ModelInfo(BaseModel):
     version: str
     uri: str
@@ -142,6 +149,10 @@ class ModelInfo(BaseModel):
     n_items: int
     n_users: int
     metadata: dict[str, Any]
+    arms: list[ArmInfo] = Field(
+        default_factory=list,
+        description="What each A/B variant serves (empty without experiments).",
+    )
 
 
 class ReloadResponse(BaseModel):

@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 from service_testkit import Registry, metric, write_bundle
 
 from fastapi_service.metrics import AB_GAUGES, ServiceMetrics
-from fastapi_service.model_manager import ModelManager
+from fastapi_service.model_manager import ModelManager, load_cached
 from fastapi_service.settings import ServiceSettings
 from recsys.abtest import assign, load_experiments
 from recsys.data.store import EventStore
@@ -98,6 +98,10 @@ def test_arms_share_one_bundle_and_search_and_popular_is_nearly_free(
     assert popular.recommender.bundle is model.bundle
     assert popular.recommender.search is model.recommender.search
     assert (champion.version, popular.version) == ("v1", "v1")
+    assert client.get("/model").json()["arms"] == [
+        {"experiment": "ranking", "variant": "champion", "model_version": "v1", "policy": "blend"},
+        {"experiment": "ranking", "variant": "popular", "model_version": "v1", "policy": "popular"},
+    ]
 
 
 def test_the_same_policy_twice_is_one_recommender(
@@ -281,3 +285,13 @@ experiments:
     assert result.status == "reloaded"
     assert manager.current.arms[("models", "challenger")].version == v3
     assert client.portal.call(manager.reload, "poll").status == "unchanged"
+    # a start from the cache (registry down) serves the arms whose models are cached, and
+    # pauses an experiment naming an alias it cannot resolve
+    settings = manager.settings
+    assert load_cached(settings, manager.experiments).arms == {}
+    pinned_only = "\n".join(line for line in text.splitlines() if "challenger" not in line)
+    cached = load_cached(
+        settings, load_experiments(experiments_file(tmp_path, pinned_only, "pinned.yaml"))
+    )
+    assert cached is not None and cached.source == "cache"
+    assert {v: a.version for (_, v), a in cached.arms.items()} == {"champion": v1, "pinned": v1}
