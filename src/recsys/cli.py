@@ -330,6 +330,9 @@ def simulate(
         str, typer.Option(help="all holdout visitors, or shoppers (those who added to cart).")
     ] = "all",
     concurrency: Annotated[int, typer.Option(min=1, max=32, help="Visitors at once.")] = 4,
+    holdout_days: Annotated[
+        int, typer.Option(min=1, help="Days after the served model's cutoff to draw visitors from.")
+    ] = 7,
     hit: Annotated[
         float, typer.Option(help="P(add) of a shown item the visitor wants, 1st slot.")
     ] = 0.5,
@@ -374,6 +377,7 @@ def simulate(
                 behaviour,
                 population,  # type: ignore[arg-type]
                 concurrency,
+                holdout_days,
                 progress=bar.update,
             )
     except RecsysError as exc:

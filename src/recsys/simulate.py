@@ -3,9 +3,9 @@
 The service is trained on data up to a cutoff; the days after it (the holdout) hold what its
 visitors really did next, which the service never saw. Each simulated visitor is one of them:
 
-The holdout runs from the served model's training cutoff (``cutoff_ms`` in its metadata, read
-from ``GET /model``) to the end of the data, so the ground truth is always what the model could
-not have seen.
+The holdout is the ``holdout_days`` days after the served model's training cutoff
+(``cutoff_ms`` in its metadata, read from ``GET /model``), so the ground truth is always what the
+model could not have seen.
 
 1. **Browse.** Their holdout views before their first add-to-cart (all of their views when
    they never carted), the last ``session_events`` of them, are posted to ``POST /events`` in
@@ -272,8 +272,10 @@ def _events(
 def load_holdout(
     events: pd.DataFrame, cutoff_ms: int | None, holdout_days: int = 7
 ) -> tuple[pd.DataFrame, int, int]:
-    """The holdout window: from the served model's training cutoff to the end of the data
-    (without a known cutoff: the pipeline's split, the last ``holdout_days`` days).
+    """The holdout window: ``holdout_days`` days from the served model's training cutoff
+    (without a known cutoff: the pipeline's split, the last ``holdout_days`` days), never past
+    the data. Bounded by days, so events a previous simulation posted to the store (stamped
+    when they were posted) are never read as ground truth.
 
     Raises
     ------
@@ -282,13 +284,14 @@ def load_holdout(
     """
     end = int(events[C.TIMESTAMP].max()) + 1
     start = make_split(events, holdout_days, 0).holdout_start_ms if cutoff_ms is None else cutoff_ms
-    part = window(events, start, end)
+    stop = min(end, start + holdout_days * C.DAY_MS)
+    part = window(events, start, stop)
     if part.empty:
         raise ConfigurationError(
             f"no events after the served model's cutoff {start}: its training saw all the data, "
             "so there is no ground truth left to simulate from"
         )
-    return part, start, end
+    return part, start, stop
 
 
 def simulate(
@@ -324,7 +327,7 @@ def simulate(
     concurrency
         Visitors simulated at once (threads sharing one HTTP connection pool).
     holdout_days
-        Length of the holdout when the served model does not record its training cutoff.
+        Days of the holdout after the served model's cutoff.
     progress
         Called with 1 after each visitor (e.g. a tqdm bar's ``update``).
 

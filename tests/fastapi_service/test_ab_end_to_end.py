@@ -103,7 +103,14 @@ def run_experiment(
         name=name,
     )
     result = simulate(
-        server.url, champion["events"], 2000, 60, seed=SEED, population="shoppers", concurrency=4
+        server.url,
+        champion["events"],
+        2000,
+        60,
+        seed=SEED,
+        population="shoppers",
+        concurrency=4,
+        holdout_days=HOLDOUT_DAYS,
     )
     assert result.failures == 0, result.errors
     assert result.visitors > 250
