@@ -22,6 +22,7 @@ from rich.console import Console
 from rich.table import Table
 
 from recsys import columns as C
+from recsys.abtest.config import DEFAULT_WINDOW_S
 from recsys.config import Settings
 from recsys.exceptions import RecsysError
 from recsys.pipeline.config import PipelineConfig
@@ -236,7 +237,7 @@ def ab_report(
     ] = ReportFormat.TABLE,
     out: Annotated[
         Path | None,
-        typer.Option(help="Write the report here (png: required; default ab-report.png)."),
+        typer.Option(help="Write the report here (default: print it; png: ab-report.png)."),
     ] = None,
     db: Annotated[
         str | None, typer.Option(help="Event store URL; default: RECSYS_DB_URL or var/.")
@@ -246,7 +247,7 @@ def ab_report(
         typer.Option(
             "--experiments",
             envvar="RECSYS_EXPERIMENTS_FILE",
-            help="Experiments file: variant order (control first), weights, start.",
+            help="Experiments file: variant order (the control first) and weights.",
         ),
     ] = None,
     window_s: Annotated[
@@ -255,7 +256,7 @@ def ab_report(
             envvar="RECSYS_ATTRIBUTION_WINDOW_S",
             help="Attribution window after a visitor's first exposure (events without request id).",
         ),
-    ] = 86_400.0,
+    ] = DEFAULT_WINDOW_S,
     cuped_days: Annotated[
         float | None,
         typer.Option(

@@ -7,8 +7,8 @@
 * :mod:`.stats`: intervals, tests, sample-ratio check, MDE and CUPED;
 * :mod:`.report`: the report of ``recsys ab report`` (table, JSON, PNG).
 
-Only configuration and assignment are imported here: the service's request path needs nothing
-else (no pandas).
+Only configuration and assignment are imported here: what the service's request path calls
+(one hash and tuple lookups per request, no pandas); the rest loads where it is used.
 """
 
 from recsys.abtest.assignment import Assignment, Router, assign, bucket
