@@ -30,7 +30,7 @@ import pandas as pd
 
 from recsys import columns as C
 from recsys.abtest.config import DEFAULT_WINDOW_S
-from recsys.data.store import ACTIVITY, LINKED_EXPERIMENT, EventStore
+from recsys.data.store import ACTIVITY, LINKED_EXPERIMENT, EventStore, parse_item_ids
 
 # per-visitor columns
 FIRST_EXPOSURE: Final = "first_exposure_ms"
@@ -70,7 +70,12 @@ _ITEM = "item"
 
 @dataclass(frozen=True)
 class ExperimentData:
-    """What the event store holds about one experiment in an analysed period."""
+    """What the event store holds about one experiment in an analysed period.
+
+    ``exposures.item_ids`` holds lists of item ids or their stored text (``"3,1,2"``): only the
+    lists of visitors who added to cart are ever needed, and parsing every list would cost
+    more than the rest of the attribution.
+    """
 
     experiment: str
     exposures: pd.DataFrame
@@ -88,7 +93,7 @@ def load_experiment(
 ) -> ExperimentData:
     """Exposures of ``experiment`` in ``[since_ms, until_ms)`` and the events that may be
     attributed to them (up to ``until_ms``)."""
-    exposures = store.read_exposures(since_ms, until_ms, experiment=experiment)
+    exposures = store.read_exposures(since_ms, until_ms, experiment=experiment, parse_items=False)
     outcomes = store.read_outcomes(experiment, since_ms, until_ms)
     return ExperimentData(experiment, exposures, outcomes, int(window_s * 1000), until_ms)
 
@@ -152,29 +157,26 @@ def _recommended(events: pd.DataFrame, exposures: pd.DataFrame) -> np.ndarray:
     """Whether each add-to-cart's item was shown to its visitor before it (or in the list of
     the exposure it names)."""
     carts = (events[C.EVENT] == C.ADDTOCART).to_numpy(dtype=bool)
-    shown = exposures[[C.REQUEST_ID, C.VISITOR, C.TIMESTAMP, C.ITEM_IDS]].explode(C.ITEM_IDS)
-    shown = shown.dropna(subset=[C.ITEM_IDS]).astype({C.ITEM_IDS: np.int64})
+    # only the lists of visitors who added to cart matter: a small share of the exposures
+    mine = exposures[C.VISITOR].isin(events.loc[carts, C.VISITOR]).to_numpy(dtype=bool)
+    shown = exposures.loc[mine, [C.REQUEST_ID, C.VISITOR, C.TIMESTAMP, C.ITEM_IDS]]
+    if len(shown) and isinstance(shown[C.ITEM_IDS].iloc[0], str):
+        shown = shown.assign(**{C.ITEM_IDS: parse_item_ids(shown[C.ITEM_IDS]).to_numpy()})
+    shown = shown.explode(C.ITEM_IDS).dropna(subset=[C.ITEM_IDS])
+    shown = shown.astype({C.ITEM_IDS: np.int64}).rename(columns={C.ITEM_IDS: C.ITEM})
     first_shown = (
-        shown.groupby([C.VISITOR, C.ITEM_IDS], sort=False)[C.TIMESTAMP]
+        shown.groupby([C.VISITOR, C.ITEM], sort=False)[C.TIMESTAMP]
         .min()
         .rename("shown_ms")
         .reset_index()
-        .rename(columns={C.ITEM_IDS: C.ITEM})
     )
     keyed = events[[C.VISITOR, C.ITEM, C.TIMESTAMP, C.REQUEST_ID]].reset_index(drop=True)
     before = keyed.merge(first_shown, on=[C.VISITOR, C.ITEM], how="left")
-    seen_before = (before["shown_ms"].to_numpy() <= before[C.TIMESTAMP].to_numpy()) & before[
-        "shown_ms"
-    ].notna().to_numpy(dtype=bool)
+    shown_ms = before["shown_ms"].to_numpy(dtype=np.float64)
+    seen_before = ~np.isnan(shown_ms) & (shown_ms <= before[C.TIMESTAMP].to_numpy())
+    listed = shown[[C.REQUEST_ID, C.ITEM]].drop_duplicates().assign(listed=True)
     in_list = (
-        keyed.merge(
-            shown[[C.REQUEST_ID, C.ITEM_IDS]]
-            .drop_duplicates()
-            .rename(columns={C.ITEM_IDS: C.ITEM})
-            .assign(listed=True),
-            on=[C.REQUEST_ID, C.ITEM],
-            how="left",
-        )["listed"]
+        keyed.merge(listed, on=[C.REQUEST_ID, C.ITEM], how="left")["listed"]
         .notna()
         .to_numpy(dtype=bool)
     )

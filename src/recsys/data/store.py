@@ -208,6 +208,17 @@ def _item_text(ids: Any) -> str:
         raise DataValidationError(f"not a list of item ids: {ids!r}", column=C.ITEM_IDS) from exc
 
 
+def parse_item_ids(texts: Iterable[str]) -> pd.Series:
+    """Stored item-id texts (``"3,1,2"``) as lists of ints, one per text.
+
+    >>> parse_item_ids(["3,1,2", ""]).tolist()
+    [[3, 1, 2], []]
+    """
+    return pd.Series(
+        [[int(i) for i in text.split(",")] if text else [] for text in texts], dtype=object
+    )
+
+
 def _validated_exposures(df: pd.DataFrame) -> Sequence[Sequence[Any]]:
     """Check an exposures frame; its rows as tuples in EXPOSURES_COLUMNS order."""
     for name in C.EXPOSURES_COLUMNS:
@@ -518,15 +529,22 @@ class EventStore:
         start_ms: int | None = None,
         end_ms: int | None = None,
         experiment: str | None = None,
+        parse_items: bool = True,
     ) -> pd.DataFrame:
         """Exposures with ``start_ms <= timestamp < end_ms`` (of one ``experiment`` if given),
         in logging order.
+
+        Parameters
+        ----------
+        parse_items
+            Return item_ids as lists of ints (default), or as the stored comma-separated text
+            (what a reader that needs few of them parses itself, at a fraction of the cost).
 
         Returns
         -------
         pd.DataFrame
             Columns request_id, timestamp (int64), visitorid (int64), experiment,
-            variant, model_version (str) and item_ids (list of int per row).
+            variant, model_version (str) and item_ids (list of int per row, or text).
         """
         self._ensure_schema()
         t = exposures_table.c
@@ -538,16 +556,16 @@ class EventStore:
         if experiment is not None:
             query = query.where(t[C.EXPERIMENT] == experiment)
         with self.engine.connect() as conn:
-            rows = [tuple(row) for row in conn.execute(query)]
+            # plain tuples from the DBAPI cursor: SQLAlchemy Row objects cost a second per
+            # few hundred thousand rows here
+            rows = conn.execute(query).cursor.fetchall()
         frame = pd.DataFrame(rows, columns=list(C.EXPOSURES_COLUMNS))
         for name in (C.REQUEST_ID, C.EXPERIMENT, C.VARIANT, C.MODEL_VERSION):
             frame[name] = frame[name].astype(str)
         for name in (C.TIMESTAMP, C.VISITOR):
             frame[name] = frame[name].astype(np.int64)
-        frame[C.ITEM_IDS] = pd.Series(
-            [[int(i) for i in text.split(",")] if text else [] for text in frame[C.ITEM_IDS]],
-            dtype=object,
-        )
+        if parse_items:
+            frame[C.ITEM_IDS] = parse_item_ids(frame[C.ITEM_IDS])
         return frame
 
     def read_outcomes(
