@@ -23,7 +23,7 @@ from recsys.abtest.attribution import (
     visitor_outcomes,
     with_pre_activity,
 )
-from recsys.abtest.report import build_report, format_table, plot_report
+from recsys.abtest.report import Report, build_report, format_table, plot_report
 from recsys.data.store import EventStore
 
 pytestmark = [pytest.mark.abtest, pytest.mark.data]
@@ -172,5 +172,8 @@ def test_a_sample_ratio_mismatch_is_loud() -> None:
         }
     )
     exposures = visitors[[C.VARIANT]]
-    _, _, srm, _ = analyse(visitors, exposures, ["a", "b"], {"a": 0.5, "b": 0.5})
+    weights = {"a": 0.5, "b": 0.5}
+    counts, metrics, srm, cuped = analyse(visitors, exposures, ["a", "b"], weights)
     assert srm.mismatch and srm.p_value < 1e-30
+    report = Report("e", "a", ["a", "b"], weights, None, None, 60.0, counts, metrics, srm, cuped)
+    assert "!!! SAMPLE RATIO MISMATCH (p = <0.0001 < 0.001)" in format_table(report)
