@@ -16,11 +16,16 @@ TRIALS ?= 3
 DATA_DIR ?= var/demo/raw
 HOST ?= 127.0.0.1
 PORT ?= 8000
+# `make demo EXPERIMENTS=experiments.example.yaml`: serve with A/B experiments (RECSYS_EXPERIMENTS_FILE)
+EXPERIMENTS ?=
+# `make ab-demo`: simulated visitors against the running demo service, then the experiment's report
+AB_EXPERIMENT ?= champion-vs-popular
+VISITORS ?= 4000
 
 # `make mlflow-ui`: the folder of the MLflow store shown (var/notebooks: the notebooks' runs)
 MLFLOW_STORE ?= var
 
-.PHONY: help install demo test test-fast lint format typecheck lock notebooks mlflow-screenshot mlflow-ui \
+.PHONY: help install demo ab-demo test test-fast lint format typecheck lock notebooks mlflow-screenshot mlflow-ui \
 	airflow airflow-start airflow-stop monitoring-tools monitor dashboards monitoring-pictures up down clean
 
 help: ## Show this help
@@ -40,11 +45,17 @@ demo: install ## Synthetic data -> event store -> train + register champion -> s
 	$(RECSYS) data import $(DATA_DIR)
 	$(RECSYS) data profile $(DATA_DIR) --json var/demo/profile.json
 	$(RECSYS) train --trials $(TRIALS)
-	@$(RECSYS) serve --host $(HOST) --port $(PORT) & pid=$$!; trap "kill $$pid 2>/dev/null" EXIT INT TERM; \
+	@$(if $(EXPERIMENTS),RECSYS_EXPERIMENTS_FILE=$(abspath $(EXPERIMENTS)) )$(RECSYS) serve --host $(HOST) --port $(PORT) & pid=$$!; trap "kill $$pid 2>/dev/null" EXIT INT TERM; \
 	for _ in $$(seq 120); do curl -sf http://$(HOST):$(PORT)/health/ready >/dev/null && break; sleep 0.5; done; \
 	user=$$($(PY) -c "import pandas as p; e=p.read_csv('$(DATA_DIR)/events.csv'); print(e.visitorid.value_counts().index[0])"); \
 	echo "GET /recommendations?user_id=$$user"; curl -s "http://$(HOST):$(PORT)/recommendations?user_id=$$user"; echo; \
 	echo "Service answering on http://$(HOST):$(PORT) (docs at /docs). Ctrl-C to stop."; wait $$pid
+
+ab-demo: install ## Simulated holdout visitors against the demo service ($(HOST):$(PORT), EXPERIMENTS set), then `recsys ab report` (table + docs/ab-report.png)
+	$(RECSYS) simulate --url http://$(HOST):$(PORT) --data-dir $(DATA_DIR) --visitors $(VISITORS) --duration 600 --seed $(SEED)
+	@sleep 2  # the service writes exposures once a second
+	$(RECSYS) ab report --experiment $(AB_EXPERIMENT) $(if $(EXPERIMENTS),--experiments $(EXPERIMENTS))
+	$(RECSYS) ab report --experiment $(AB_EXPERIMENT) $(if $(EXPERIMENTS),--experiments $(EXPERIMENTS)) --format png --out docs/ab-report.png
 
 test: lint typecheck monitoring-tools ## Lint, type-check and run the whole test suite (needs PostgreSQL on 127.0.0.1:5432)
 	$(PY) -m pytest

@@ -3,19 +3,36 @@
 from __future__ import annotations
 
 import logging
+import sys
 
 import uvicorn
 
 from fastapi_service.settings import ServiceSettings
+from recsys.exceptions import ConfigurationError
+
+log = logging.getLogger("fastapi_service")
 
 
 def main() -> None:
-    """Start uvicorn with host, port, workers and logging from the ``RECSYS_*`` settings."""
+    """Start uvicorn with host, port, workers and logging from the ``RECSYS_*`` settings.
+
+    An invalid experiments file stops the start with its message (file, experiment, field)
+    and exit status 2, before uvicorn would print a traceback for it.
+    """
     settings = ServiceSettings()
     logging.basicConfig(
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if settings.experiments_file is not None:
+        from fastapi_service.model_manager import check_servable
+        from recsys.abtest import load_experiments
+
+        try:
+            check_servable(settings, load_experiments(settings.experiments_file))
+        except ConfigurationError as exc:
+            log.error("invalid A/B experiments, not starting:\n%s", exc)
+            sys.exit(2)
     uvicorn.run(
         "fastapi_service.app:app",
         host=settings.host,

@@ -34,6 +34,7 @@ from fastapi_service.routes import fast_routes, router
 from fastapi_service.schemas import ErrorResponse, FieldError
 from fastapi_service.service import Service
 from fastapi_service.settings import ServiceSettings
+from recsys.abtest import load_experiments
 from recsys.exceptions import ConfigurationError, DataValidationError
 
 log = logging.getLogger("fastapi_service")
@@ -42,7 +43,8 @@ DESCRIPTION = """Top-k product recommendations for the recsys add-to-cart recomm
 
 Serves the registry's champion model, takes clickstream events back (RetailRocket shape),
 falls back to a session fold-in or to popularity for unknown visitors, reloads the model
-without downtime and exposes Prometheus metrics at `/metrics`.
+without downtime, runs A/B experiments (variants by visitor hash, exposures logged) and exposes
+Prometheus metrics at `/metrics`.
 """
 
 #: domain error -> (status code, extra headers); the message of the error is the ``detail``
@@ -78,7 +80,8 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     """
     settings = settings or ServiceSettings()
     metrics = ServiceMetrics()
-    manager = ModelManager(settings, metrics)
+    experiments = load_experiments(settings.experiments_file) if settings.experiments_file else ()
+    manager = ModelManager(settings, metrics, experiments)
     app = FastAPI(
         title="recsys recommendation service",
         version=recsys.__version__,

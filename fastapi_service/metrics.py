@@ -8,13 +8,18 @@ template, which keeps per-request overhead to a few microseconds.
 Fallback share, in PromQL::
 
     sum(rate(recsys_fallback_total[5m])) / sum(rate(recsys_recommendations_total[5m]))
+
+The A/B business metrics (``recsys_ab_*``, labels ``experiment`` and ``variant``) are gauges
+set from the event store by one background task (:meth:`ServiceMetrics.set_ab`): unique
+visitors cannot be summed from per-replica counters, and every replica reading the shared
+store exports the same numbers (aggregate them with ``max``, not ``sum``).
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from prometheus_client import (
@@ -31,6 +36,20 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from recsys.columns import EVENT_TYPES
 from recsys.names import FALLBACK_SOURCES
+
+#: the per-variant business metrics: gauge name suffix -> help text (names are a contract of
+#: the Grafana business dashboard and its alerts)
+AB_GAUGES: dict[str, str] = {
+    "exposures": "Exposures (recommendation lists served) of the variant.",
+    "exposed_visitors": "Unique visitors exposed to the variant.",
+    "addtocart_visitors": "Unique exposed visitors with at least one attributed add-to-cart.",
+    "items_added": "Attributed add-to-cart events (items added) of the variant's visitors.",
+    "buyer_visitors": "Unique exposed visitors with at least one attributed purchase.",
+    "addtocart_conversion": "Add-to-cart conversion: adding visitors / exposed visitors (0..1).",
+    "items_added_per_user": "Items added per adding visitor: items added / adding visitors.",
+    "cart_to_purchase_conversion": "Cart-to-purchase conversion: buying / adding visitors (0..1).",
+    "recommended_item_share": "Share of added items that had been recommended to the visitor (0..1).",
+}
 
 #: request latency buckets in seconds, dense in the 1-25 ms range where p95/p99 live
 LATENCY_BUCKETS = (
@@ -180,6 +199,20 @@ class ServiceMetrics:
             "Items the served model can recommend (available items of its catalogue).",
             registry=reg,
         )
+        self.ab = {
+            name: Gauge(
+                f"recsys_ab_{name}",
+                text + " From the event store, the same on every replica.",
+                ["experiment", "variant"],
+                registry=reg,
+            )
+            for name, text in AB_GAUGES.items()
+        }
+        self.ab_updated = Gauge(
+            "recsys_ab_metrics_updated_timestamp_seconds",
+            "Unix time the A/B business metrics were last computed (0: never).",
+            registry=reg,
+        )
         self._trained_at: float | None = None
         self._served: set[int] = set()
         self._children: dict[tuple[str, str], tuple[Any, Any, Any]] = {}
@@ -240,6 +273,14 @@ class ServiceMetrics:
                 histogram.observe(score)
         # a set update of k ints (~0.2 us): the distinct count is read only when scraped
         self._served.update(items)
+
+    def set_ab(self, values: Mapping[tuple[str, str], Mapping[str, float]], at: float) -> None:
+        """Set the business gauges: ``values[(experiment, variant)][name]`` for every name of
+        :data:`AB_GAUGES`, computed at Unix time ``at``."""
+        for (experiment, variant), row in values.items():
+            for name, gauge in self.ab.items():
+                gauge.labels(experiment=experiment, variant=variant).set(row[name])
+        self.ab_updated.set(at)
 
     def render(self) -> bytes:
         """The exposition text of every metric."""

@@ -8,6 +8,13 @@ The served model is one immutable :class:`LoadedModel` in :attr:`ModelManager.cu
 swapping it is a single attribute assignment (atomic in CPython), and a request that already
 read it keeps using its model until it finishes, so a reload never breaks a request in flight.
 Blocking work (registry calls, downloads, loading, index building) runs in worker threads.
+
+With A/B experiments the loaded model also carries one :class:`Arm` per variant: the
+champion, the ``challenger`` alias or a pinned version, each under its policy. Every distinct
+version is loaded once, with one :class:`~recsys.serving.ItemSearch`, and shared by the arms
+that use it (a ``popular`` arm is a Recommender over an already loaded bundle: a few arrays
+of catalogue length); arms of the same version and policy share one Recommender. A reload
+resolves every alias again and swaps the champion and the arms together.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ import gc
 import logging
 import math
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -28,10 +36,13 @@ from starlette.concurrency import run_in_threadpool
 from fastapi_service.errors import ModelNotReady, ReloadFailed
 from fastapi_service.metrics import ServiceMetrics
 from fastapi_service.settings import ServiceSettings
+from recsys.abtest import Assignment, Experiment, model_references
 from recsys.bundle import Bundle
+from recsys.config import CHAMPION_ALIAS
 from recsys.data.schema import MAX_ID
+from recsys.exceptions import ConfigurationError, ModelNotFoundError
 from recsys.names import DEFAULT_POLICY, Policy
-from recsys.serving import Recommender
+from recsys.serving import ItemSearch, Recommender
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +53,17 @@ Trigger = Literal["startup", "poll", "admin"]
 
 
 @dataclass(frozen=True)
+class Arm:
+    """What one experiment variant serves: a Recommender and the model version behind it."""
+
+    recommender: Recommender
+    version: str
+    policy: Policy
+
+
+@dataclass(frozen=True)
 class LoadedModel:
-    """A bundle ready to serve, with where it came from."""
+    """A bundle ready to serve, with where it came from, and the experiment arms over it."""
 
     bundle: Bundle
     recommender: Recommender
@@ -53,6 +73,10 @@ class LoadedModel:
     source: ModelSource
     policy: Policy
     loaded_at: float = field(default_factory=time.time)
+    #: (experiment, variant) -> its arm; empty without experiments (or while they are paused)
+    arms: Mapping[Assignment, Arm] = field(default_factory=dict)
+    #: version of every model reference of the arms other than the champion
+    references: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -73,11 +97,25 @@ class ModelManager:
         Model URI, tracking URI, cache folder, policy, candidates and poll interval.
     metrics
         Where reload outcomes, polls, registry reachability and the model gauges go.
+    experiments
+        Validated A/B experiments whose arms are loaded beside the champion.
+
+    Raises
+    ------
+    ConfigurationError
+        When a variant names a registry alias or version but the model URI is a local folder.
     """
 
-    def __init__(self, settings: ServiceSettings, metrics: ServiceMetrics) -> None:
+    def __init__(
+        self,
+        settings: ServiceSettings,
+        metrics: ServiceMetrics,
+        experiments: Sequence[Experiment] = (),
+    ) -> None:
         self.settings = settings
         self.metrics = metrics
+        self.experiments = tuple(experiments)
+        check_servable(settings, self.experiments)
         #: the served model; None until one loads
         self.current: LoadedModel | None = None
         #: whether the last registry lookup succeeded; None while no registry was asked
@@ -165,9 +203,13 @@ class ModelManager:
         async with self._lock:
             current = self.current
             version = None
+            references: dict[str, str] = {}
             if is_registry_uri(self.settings.model_uri):
                 try:
                     version = await run_in_threadpool(resolve_version, self.settings)
+                    references = await run_in_threadpool(
+                        resolve_references, self.settings, self.experiments
+                    )
                 except Exception as exc:
                     self._set_reachable(False)
                     self.last_error = f"registry lookup failed: {exc}"
@@ -179,7 +221,7 @@ class ModelManager:
                     self._fail(trigger, self.last_error, exc)
                 self._set_reachable(True)
                 if current is not None and not force:
-                    if version == current.version:
+                    if version == current.version and references == current.references:
                         if trigger != "poll":  # unchanged polls would drown the other outcomes
                             self.metrics.reloads.labels(trigger=trigger, outcome="unchanged").inc()
                         return Reload("unchanged", current, current)
@@ -188,7 +230,9 @@ class ModelManager:
             elif trigger == "poll" and current is not None:
                 return Reload("unchanged", current, current)  # a folder reloads on demand only
             try:
-                model = await run_in_threadpool(load_model, self.settings, version)
+                model = await run_in_threadpool(
+                    load_model, self.settings, version, self.experiments, references, current
+                )
             except Exception as exc:
                 self._failed_version = version
                 what = f"version {version}" if version else self.settings.model_uri
@@ -210,7 +254,7 @@ class ModelManager:
 
     def _load_cached(self) -> LoadedModel | None:
         try:
-            return load_cached(self.settings)
+            return load_cached(self.settings, self.experiments)
         except Exception as exc:
             log.error("cached model unusable: %s", exc)
             return None
@@ -282,12 +326,61 @@ def resolve_version(settings: ServiceSettings) -> str | None:
     return version
 
 
-def load_model(settings: ServiceSettings, version: str | None = None) -> LoadedModel:
+def check_servable(settings: ServiceSettings, experiments: Sequence[Experiment]) -> None:
+    """Fail early when a variant names a registry model the model URI cannot give.
+
+    Raises
+    ------
+    ConfigurationError
+        A variant names the challenger alias or a version while the URI is a local folder.
+    """
+    if is_registry_uri(settings.model_uri):
+        return
+    for experiment in experiments:
+        for index, variant in enumerate(experiment.variants):
+            if variant.model != CHAMPION_ALIAS:
+                raise ConfigurationError(
+                    f"{settings.experiments_file or 'experiments'}: experiment "
+                    f"{experiment.name!r}: variants[{index}].model: {variant.model!r} needs a "
+                    f"registry model URI (models:/...), but RECSYS_MODEL_URI is the local "
+                    f"folder {settings.model_uri!r}"
+                )
+
+
+def resolve_references(
+    settings: ServiceSettings, experiments: Sequence[Experiment]
+) -> dict[str, str]:
+    """Registered version of every model the experiments name besides the champion (an alias
+    is looked up, a version number is itself)."""
+    if not experiments:
+        return {}
+    tracking = _tracking(settings)
+    name = tracking.parse_model_uri(settings.model_uri)[0]
+    versions = {}
+    for reference in sorted(model_references(experiments)):
+        if reference.isdigit():
+            versions[reference] = reference
+        else:
+            versions[reference] = str(
+                tracking.resolve_version(f"models:/{name}@{reference}", settings.tracking_uri)
+            )
+    return versions
+
+
+def load_model(
+    settings: ServiceSettings,
+    version: str | None = None,
+    experiments: Sequence[Experiment] = (),
+    references: Mapping[str, str] | None = None,
+    previous: LoadedModel | None = None,
+) -> LoadedModel:
     """Fetch (once per version) and load the model named by ``settings.model_uri``, or that
-    model's registered ``version`` when the caller already resolved the alias.
+    model's registered ``version`` when the caller already resolved the alias, with the arms
+    of ``experiments`` (their other models at the ``references`` resolved by the caller).
 
     The bundle must also answer a warm and a cold request before it is returned, so a
-    bundle that loads but cannot serve never replaces a working one.
+    bundle that loads but cannot serve never replaces a working one. Bundles of the
+    ``previous`` model's arms are reused when their version is still needed.
 
     Raises
     ------
@@ -297,28 +390,66 @@ def load_model(settings: ServiceSettings, version: str | None = None) -> LoadedM
     uri = settings.model_uri
     if is_registry_uri(uri):
         tracking = _tracking(settings)
+        name = tracking.parse_model_uri(uri)[0]
         if version is not None:  # no second alias lookup, and exactly the version resolved
-            uri = f"models:/{tracking.parse_model_uri(uri)[0]}/{version}"
+            uri = f"models:/{name}/{version}"
         path, version = tracking.download_bundle(uri, settings.cache_dir, settings.tracking_uri)
-        model = _build(settings, path, str(version), "registry")
+        refs = (
+            dict(references)
+            if references is not None
+            else resolve_references(settings, experiments)
+        )
+
+        def fetch(number: str) -> Bundle:
+            folder, _ = tracking.download_bundle(
+                f"models:/{name}/{number}", settings.cache_dir, settings.tracking_uri
+            )
+            return Bundle.load(folder)
+
+        model = _build(
+            settings, path, str(version), "registry", None, experiments, refs, fetch, previous
+        )
         tracking.remember_cached(settings.cache_dir, path, version)
         return model
     path = Path(uri)
     bundle = Bundle.load(path)
     return _build(
-        settings, path, str(bundle.metadata.get("model_version", "local")), "local", bundle
+        settings,
+        path,
+        str(bundle.metadata.get("model_version", "local")),
+        "local",
+        bundle,
+        experiments,
     )
 
 
-def load_cached(settings: ServiceSettings) -> LoadedModel | None:
-    """The last bundle that loaded from the registry, or None when there is none."""
+def load_cached(
+    settings: ServiceSettings, experiments: Sequence[Experiment] = ()
+) -> LoadedModel | None:
+    """The last bundle that loaded from the registry, or None when there is none.
+
+    Without a registry only the champion's arms and pinned versions found in the cache can be
+    served; when any other arm is missing the experiments pause (every visitor gets the
+    champion, outside any experiment) rather than serve a variant that is not theirs.
+    """
     if not is_registry_uri(settings.model_uri):
         return None
-    cached = _tracking(settings).latest_cached(settings.cache_dir)
+    tracking = _tracking(settings)
+    cached = tracking.latest_cached(settings.cache_dir)
     if cached is None:
         return None
     path, version = cached
-    return _build(settings, path, version, "cache")
+    name = tracking.parse_model_uri(settings.model_uri)[0]
+    references = {r: r for r in model_references(experiments) if r.isdigit()}
+
+    def fetch(number: str) -> Bundle:
+        return Bundle.load(settings.cache_dir / f"{name}-v{number}" / "bundle")
+
+    try:
+        return _build(settings, path, version, "cache", None, experiments, references, fetch)
+    except (KeyError, OSError, ModelNotFoundError) as exc:
+        log.error("experiments paused: their models are not in the cache (%s)", exc)
+        return _build(settings, path, version, "cache")
 
 
 def _build(
@@ -327,6 +458,10 @@ def _build(
     version: str,
     source: ModelSource,
     bundle: Bundle | None = None,
+    experiments: Sequence[Experiment] = (),
+    references: Mapping[str, str] | None = None,
+    fetch: Callable[[str], Bundle] | None = None,
+    previous: LoadedModel | None = None,
 ) -> LoadedModel:
     bundle = Bundle.load(path) if bundle is None else bundle
     policy = settings.policy or Policy(bundle.metadata.get("policy") or DEFAULT_POLICY)
@@ -334,6 +469,8 @@ def _build(
     recommender.warm_up()  # build the index here, in the loader thread, not in a request
     _smoke_test(bundle, recommender)
     log.info("loaded model version %s (%s) from %s, policy %s", version, source, path, policy)
+    references = dict(references or {})
+    arms = _arms(settings, experiments, recommender, version, references, fetch, previous)
     return LoadedModel(
         bundle=bundle,
         recommender=recommender,
@@ -342,7 +479,68 @@ def _build(
         path=path,
         source=source,
         policy=policy,
+        arms=arms,
+        references=references,
     )
+
+
+def _arms(
+    settings: ServiceSettings,
+    experiments: Sequence[Experiment],
+    champion: Recommender,
+    version: str,
+    references: Mapping[str, str],
+    fetch: Callable[[str], Bundle] | None,
+    previous: LoadedModel | None,
+) -> dict[Assignment, Arm]:
+    """One arm per variant of every experiment not over yet, sharing bundles and indexes.
+
+    Raises
+    ------
+    KeyError
+        A variant names a model reference that ``references`` does not resolve.
+    """
+    # one (bundle, search) per version: the champion's, then the previous model's arms'
+    loaded: dict[str, tuple[Bundle, ItemSearch]] = {version: (champion.bundle, champion.search)}
+    if previous is not None:
+        for arm in previous.arms.values():
+            if arm.version != version:
+                loaded.setdefault(arm.version, (arm.recommender.bundle, arm.recommender.search))
+    recommenders: dict[tuple[str, Policy], Recommender] = {(version, champion.policy): champion}
+    now = time.time()
+    arms: dict[Assignment, Arm] = {}
+    for experiment in experiments:
+        if experiment.end_s <= now:
+            continue  # over: never routed to again
+        for variant in experiment.variants:
+            number = version if variant.model == CHAMPION_ALIAS else references[variant.model]
+            if number not in loaded:
+                assert fetch is not None, "a registry reference without a way to fetch it"
+                other = fetch(number)
+                loaded[number] = (other, ItemSearch(other))
+            bundle, search = loaded[number]
+            policy = variant.policy or (
+                champion.policy
+                if number == version
+                else Policy(bundle.metadata.get("policy") or DEFAULT_POLICY)
+            )
+            rec = recommenders.get((number, policy))
+            if rec is None:
+                rec = Recommender(
+                    bundle, policy=policy, candidates=settings.candidates, search=search
+                )
+                rec.warm_up()
+                _smoke_test(bundle, rec)
+                recommenders[(number, policy)] = rec
+                log.info(
+                    "experiment %s variant %s: version %s, policy %s",
+                    experiment.name,
+                    variant.name,
+                    number,
+                    policy,
+                )
+            arms[(experiment.name, variant.name)] = Arm(rec, number, policy)
+    return arms
 
 
 def _smoke_test(bundle: Bundle, recommender: Recommender) -> None:

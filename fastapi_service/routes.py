@@ -31,6 +31,7 @@ from fastapi_service.dependencies import (
 )
 from fastapi_service.schemas import (
     DEFAULT_K,
+    ArmInfo,
     ErrorResponse,
     EventsAccepted,
     EventsBody,
@@ -210,6 +211,10 @@ async def model_info(manager: ManagerDep) -> ModelInfo:
         n_items=model.bundle.n_items,
         n_users=model.bundle.n_users,
         metadata=_json_safe(model.bundle.metadata),
+        arms=[
+            ArmInfo(experiment=e, variant=v, model_version=arm.version, policy=arm.policy)
+            for (e, v), arm in model.arms.items()
+        ],
     )
 
 

@@ -59,6 +59,9 @@ class RecommendationResponse(BaseModel):
         f"{' or '.join(sorted(FALLBACK_SOURCES))} for one it does not."
     )
     model_version: str
+    experiment: str = Field(
+        description="A/B experiment of the request ('default' outside any experiment)."
+    )
     variant: str = Field(description="A/B variant that served the request.")
     request_id: str = Field(description="Pass it back with POST /events to link the events.")
 
@@ -129,6 +132,13 @@ class Ready(BaseModel):
     detail: str | None = None
 
 
+class ArmInfo(BaseModel):
+    experiment: str
+    variant: str
+    model_version: str
+    policy: Policy
+
+
 class ModelInfo(BaseModel):
     version: str
     uri: str
@@ -139,6 +149,10 @@ class ModelInfo(BaseModel):
     n_items: int
     n_users: int
     metadata: dict[str, Any]
+    arms: list[ArmInfo] = Field(
+        default_factory=list,
+        description="What each A/B variant serves (empty without experiments).",
+    )
 
 
 class ReloadResponse(BaseModel):

@@ -1,8 +1,12 @@
-"""Request handling: recommendations, event ingestion and the exposure log.
+"""Request handling: recommendations, event ingestion, the exposure log, A/B metrics.
 
 :class:`Service` holds the request-side state (online histories, buffered exposures, the
 event store) and reads the served model from the :class:`ModelManager`; it raises the
 domain errors of :mod:`fastapi_service.errors` and knows nothing of HTTP.
+
+With A/B experiments each request is routed (one sha256 of the visitor id) to its variant's
+arm of the served model, and the response and exposure carry the experiment and variant; a
+background task recomputes the per-variant business metrics from the event store.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from fastapi_service.schemas import Event, EventsAccepted
 from fastapi_service.settings import ServiceSettings
 from fastapi_service.state import ExposureBuffer, OnlineHistory
 from recsys import columns as C
+from recsys.abtest import Experiment, Router
 from recsys.exceptions import DataValidationError
 
 if TYPE_CHECKING:
@@ -34,7 +39,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("fastapi_service")
 
-#: this service runs no experiment yet: every visitor gets the control variant
+#: the variant label of requests served outside any experiment
 VARIANT = "control"
 
 
@@ -62,6 +67,8 @@ class Service:
         self.store: EventStore | None = None
         self.store_error: str | None = None
         self._flush_task: asyncio.Task[None] | None = None
+        self._ab_task: asyncio.Task[None] | None = None
+        self.router = Router(manager.experiments)
         # request ids: a random per-process prefix and a counter, 32 hex digits like a uuid4
         # hex but without the os.urandom call per request; unique across restarts/processes
         self._request_prefix = secrets.token_hex(8)
@@ -71,12 +78,15 @@ class Service:
         """Open the event store and start the exposure flush loop."""
         await run_in_threadpool(self._open_store)
         self._flush_task = asyncio.create_task(self._flush_forever(), name="exposure-flush")
+        if self.router and self.settings.ab_metrics_interval_s > 0:
+            self._ab_task = asyncio.create_task(self._ab_metrics_forever(), name="ab-metrics")
 
     async def stop(self) -> None:
-        """Stop the flush loop and write the exposures still buffered."""
-        if self._flush_task is not None:
-            self._flush_task.cancel()
-            await asyncio.gather(self._flush_task, return_exceptions=True)
+        """Stop the background loops and write the exposures still buffered."""
+        for task in (self._flush_task, self._ab_task):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         await self.flush_exposures()
 
     def _open_store(self) -> None:
@@ -98,6 +108,44 @@ class Service:
             await asyncio.sleep(self.settings.exposure_flush_s)
             await self.flush_exposures()
 
+    async def _ab_metrics_forever(self) -> None:
+        while True:
+            try:
+                await self.update_ab_metrics()
+            except Exception:  # the loop must outlive a store hiccup; the timestamp goes stale
+                log.exception("computing the A/B metrics failed")
+            await asyncio.sleep(self.settings.ab_metrics_interval_s)
+
+    async def update_ab_metrics(self) -> None:
+        """Recompute the per-variant business metrics of every started experiment from the
+        event store and set the ``recsys_ab_*`` gauges."""
+        if self.store is None:
+            return
+        now = time.time()
+        started = [e for e in self.manager.experiments if e.start_s <= now]
+        values = await run_in_threadpool(self._ab_values, started)
+        self.metrics.set_ab(values, now)
+        exposures = sum(int(row["exposures"]) for row in values.values())
+        log.info("A/B metrics of %d exposures in %.2f s", exposures, time.time() - now)
+
+    def _ab_values(self, experiments: list[Experiment]) -> dict[tuple[str, str], dict[str, float]]:
+        from recsys.abtest.attribution import VARIANT_COLUMNS, experiment_counts
+
+        assert self.store is not None
+        values = {}
+        for experiment in experiments:
+            counts = experiment_counts(
+                self.store,
+                experiment.name,
+                [v.name for v in experiment.variants],
+                self.settings.attribution_window_s,
+            )
+            for variant, row in counts.iterrows():
+                values[(experiment.name, str(variant))] = {
+                    name: float(row[name]) for name in VARIANT_COLUMNS
+                }
+        return values
+
     def recommend(self, user_id: int, k: int) -> dict[str, Any]:
         """Top-``k`` items for a visitor, with the visitor's posted events taken into account.
 
@@ -111,17 +159,26 @@ class Service:
             While no model is loaded.
         """
         model = self.manager.served()
+        now = time.time()
+        assignment = self.router.route(user_id, now) if self.router else None
+        arm = model.arms.get(assignment) if assignment is not None else None
+        if arm is None or assignment is None:  # no experiment now (or it is paused)
+            recommender, version = model.recommender, model.version
+            experiment, variant = self.settings.experiment, VARIANT
+        else:
+            recommender, version = arm.recommender, arm.version
+            experiment, variant = assignment
         items, bought = self.history.get(user_id)
-        rec = model.recommender.recommend(user_id, k, items, bought)
-        self.metrics.observe_recommendation(rec.source, VARIANT, rec.scores, rec.item_ids)
+        rec = recommender.recommend(user_id, k, items, bought)
+        self.metrics.observe_recommendation(rec.source, variant, rec.scores, rec.item_ids)
         request_id = f"{self._request_prefix}{next(self._request_numbers):016x}"
         exposure = (
             request_id,
-            int(time.time() * 1000),
+            int(now * 1000),
             user_id,
-            self.settings.experiment,
-            VARIANT,
-            model.version,
+            experiment,
+            variant,
+            version,
             ",".join(map(str, rec.item_ids)),
         )
         if self.exposures.add(exposure):
@@ -134,8 +191,9 @@ class Service:
                 for i, s, r in zip(rec.item_ids, rec.scores, rec.reasons, strict=True)
             ],
             "source": rec.source,
-            "model_version": model.version,
-            "variant": VARIANT,
+            "model_version": version,
+            "experiment": experiment,
+            "variant": variant,
             "request_id": request_id,
         }
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from recsys.abtest.config import DEFAULT_WINDOW_S
 from recsys.bundle import HISTORY_CAP
 from recsys.config import CHAMPION_ALIAS, MODEL_NAME, Settings
 from recsys.names import Policy
@@ -81,7 +82,27 @@ class ServiceSettings(BaseSettings):
         description="Most exposures buffered in memory; older ones are dropped.",
     )
     experiment: str = Field(
-        default="default", description="Experiment name written with exposures."
+        default="default",
+        description="Experiment name written with exposures served outside any A/B experiment.",
+    )
+
+    # A/B experiments
+    experiments_file: Path | None = Field(
+        default=None,
+        description="YAML file of A/B experiments (recsys.abtest.config); unset = none: every "
+        "visitor gets the champion.",
+    )
+    attribution_window_s: float = Field(
+        default=DEFAULT_WINDOW_S,
+        gt=0,
+        description="Events without request_id count for a visitor's variant this many seconds "
+        "after their first exposure.",
+    )
+    ab_metrics_interval_s: float = Field(
+        default=60.0,
+        ge=0,
+        description="Seconds between recomputations of the per-variant business metrics from "
+        "the event store; 0 disables them.",
     )
 
     # server
@@ -110,7 +131,7 @@ class ServiceSettings(BaseSettings):
         # compose passes `${RECSYS_ADMIN_TOKEN:-}` as an empty string when the secret is absent
         return None if value in ("", None) else value
 
-    @field_validator("tracking_uri", "policy", mode="before")
+    @field_validator("tracking_uri", "policy", "experiments_file", mode="before")
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if value == "" else value

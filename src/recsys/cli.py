@@ -1,4 +1,5 @@
-"""Command line: ``recsys data synth|import|profile``, ``recsys train``, ``recsys serve``.
+"""Command line: ``recsys data synth|import|profile``, ``recsys train``, ``recsys serve``,
+``recsys ab report``, ``recsys simulate``.
 
 A thin shell: every command parses options, calls one library function and renders its result.
 """
@@ -10,6 +11,8 @@ import logging
 import os
 import sys
 import time
+from datetime import UTC, datetime
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, NoReturn
 
@@ -18,6 +21,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from recsys import columns as C
+from recsys.abtest.config import DEFAULT_WINDOW_S
 from recsys.config import Settings
 from recsys.exceptions import RecsysError
 from recsys.pipeline.config import PipelineConfig
@@ -29,6 +34,8 @@ data_app = typer.Typer(
     help="RetailRocket files: synthesize, import, profile.", no_args_is_help=True
 )
 app.add_typer(data_app, name="data")
+ab_app = typer.Typer(help="A/B experiments: reports from the event store.", no_args_is_help=True)
+app.add_typer(ab_app, name="ab")
 # wide enough for the results table when output is not a terminal (CI logs, pipes)
 console = Console(width=max(Console().width, 130))
 
@@ -207,6 +214,203 @@ def serve(
     # the service is its own program: replace this process rather than import the HTTP shell
     os.environ.update(RECSYS_HOST=host, RECSYS_PORT=str(port))
     os.execv(sys.executable, [sys.executable, "-m", "fastapi_service"])
+
+
+class ReportFormat(StrEnum):
+    TABLE = "table"
+    JSON = "json"
+    PNG = "png"
+
+
+def _epoch_ms(text: str | None, option: str) -> int | None:
+    """An ISO 8601 time (UTC unless it says otherwise) as epoch ms."""
+    if text is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        _fail(f"{option}: not an ISO 8601 time: {text!r} (e.g. 2026-12-01T00:00:00Z)")
+    moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return int(moment.timestamp() * 1000)
+
+
+@ab_app.command("report")
+def ab_report(
+    experiment: Annotated[str, typer.Option(help="Experiment name (as in the experiments file).")],
+    since: Annotated[
+        str | None, typer.Option(help="Analyse exposures from this ISO time (default: all).")
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option(help="...and before this ISO time (events too).")
+    ] = None,
+    format_: Annotated[
+        ReportFormat, typer.Option("--format", help="table, json or png.")
+    ] = ReportFormat.TABLE,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Write the report here (default: print it; png: ab-report.png)."),
+    ] = None,
+    db: Annotated[
+        str | None, typer.Option(help="Event store URL; default: RECSYS_DB_URL or var/.")
+    ] = None,
+    experiments_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--experiments",
+            envvar="RECSYS_EXPERIMENTS_FILE",
+            help="Experiments file: variant order (the control first) and weights.",
+        ),
+    ] = None,
+    window_s: Annotated[
+        float,
+        typer.Option(
+            envvar="RECSYS_ATTRIBUTION_WINDOW_S",
+            help="Attribution window after a visitor's first exposure (events without request id).",
+        ),
+    ] = DEFAULT_WINDOW_S,
+    cuped_days: Annotated[
+        float | None,
+        typer.Option(
+            help="CUPED covariate: events in this many days before the start (default: all)."
+        ),
+    ] = None,
+) -> None:
+    """Per-variant business metrics with intervals, lifts, p-values, SRM check, MDE and CUPED."""
+    from recsys.abtest import load_experiments
+    from recsys.abtest.report import build_report, format_table, plot_report
+    from recsys.data import EventStore
+
+    config = None
+    try:
+        if experiments_file is not None:
+            declared = {e.name: e for e in load_experiments(experiments_file)}
+            config = declared.get(experiment)
+            if config is None:
+                _fail(
+                    f"{experiments_file}: no experiment {experiment!r} (it has: {', '.join(declared) or 'none'})"
+                )
+        store = EventStore(db or Settings().resolved_db_url)
+        report = build_report(
+            store,
+            experiment,
+            config,
+            _epoch_ms(since, "--since"),
+            _epoch_ms(until, "--until"),
+            window_s,
+            cuped_days,
+        )
+    except (RecsysError, LookupError) as exc:
+        _fail(exc)
+    if format_ is ReportFormat.PNG:
+        path = plot_report(report, out or Path("ab-report.png"))
+        console.print(f"report written to {path}")
+        return
+    text = (
+        json.dumps(report.to_dict(), indent=2)
+        if format_ is ReportFormat.JSON
+        else format_table(report)
+    )
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text + "\n")
+        console.print(f"report written to {out}")
+    else:
+        # plain print: the table is already laid out, and JSON must stay parseable
+        print(text)
+
+
+@app.command()
+def simulate(
+    url: Annotated[
+        str, typer.Option(help="The running service (loopback only).")
+    ] = "http://127.0.0.1:8000",
+    visitors: Annotated[int, typer.Option(min=1, help="Most visitors simulated.")] = 1000,
+    duration: Annotated[
+        float, typer.Option(min=0.1, help="Seconds after which no visitor starts.")
+    ] = 300.0,
+    seed: Annotated[int, typer.Option(help="Sampling and behaviour seed.")] = 0,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="RetailRocket folder to read events.csv from (default: the event store)."
+        ),
+    ] = None,
+    db: Annotated[
+        str | None, typer.Option(help="Event store URL; default: RECSYS_DB_URL or var/.")
+    ] = None,
+    population: Annotated[
+        str, typer.Option(help="all holdout visitors, or shoppers (those who added to cart).")
+    ] = "all",
+    concurrency: Annotated[int, typer.Option(min=1, max=32, help="Visitors at once.")] = 4,
+    holdout_days: Annotated[
+        int, typer.Option(min=1, help="Days after the served model's cutoff to draw visitors from.")
+    ] = 7,
+    hit: Annotated[
+        float, typer.Option(help="P(add) of a shown item the visitor wants, 1st slot.")
+    ] = 0.5,
+    miss: Annotated[
+        float, typer.Option(help="P(add) of a shown item they do not want, 1st slot.")
+    ] = 0.002,
+    decay: Annotated[
+        float, typer.Option(help="Position bias: chances shrink by this per slot.")
+    ] = 0.8,
+    organic: Annotated[
+        float, typer.Option(help="P(add) of a wanted item that was not shown.")
+    ] = 0.15,
+    purchase: Annotated[
+        float | None,
+        typer.Option(help="P(buy | added); default: the data's cart-to-purchase rate."),
+    ] = None,
+) -> None:
+    """Drive a running service with the holdout's visitors (behaviour model: see README)."""
+    from tqdm import tqdm
+
+    from recsys.data import EventStore, load_events
+    from recsys.simulate import Behaviour
+    from recsys.simulate import simulate as run
+
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
+    if population not in ("all", "shoppers"):
+        _fail(f"--population: expected all or shoppers, got {population!r}")
+    try:
+        behaviour = Behaviour(hit=hit, miss=miss, decay=decay, organic=organic, purchase=purchase)
+        events = (
+            load_events(data_dir / C.EVENTS_FILE)
+            if data_dir is not None
+            else EventStore(db or Settings().resolved_db_url).read_events()
+        )
+        with tqdm(total=visitors, unit="visitor", desc="simulating") as bar:
+            result = run(
+                url,
+                events,
+                visitors,
+                duration,
+                seed,
+                behaviour,
+                population,  # type: ignore[arg-type]
+                concurrency,
+                holdout_days,
+                progress=bar.update,
+            )
+    except RecsysError as exc:
+        _fail(exc)
+    except OSError as exc:  # the service is not there
+        _fail(f"{url}: {exc}")
+    table = Table(title=f"Simulation ({result.elapsed_s:.1f} s, {result.requests:,} requests)")
+    for column in ("experiment", "variant", "visitors"):
+        table.add_column(column, justify="right" if column == "visitors" else "left")
+    for (experiment, variant), count in sorted(result.variants.items()):
+        table.add_row(experiment, variant, f"{count:,}")
+    console.print(table)
+    console.print(
+        f"{result.visitors:,} visitors, {result.recommended_carts:,} add-to-carts of recommended "
+        f"items, {result.organic_carts:,} organic, {result.purchases:,} purchases (purchase "
+        f"probability {result.purchase_rate:.3f}); failures {result.failures}"
+    )
+    for error in result.errors:
+        console.print(f"[red]{error}[/]")
+    if result.failures:
+        raise typer.Exit(code=1)
 
 
 if __name__ == "__main__":

@@ -42,6 +42,7 @@ from sqlalchemy import (
     create_engine,
     func,
     inspect,
+    or_,
     select,
 )
 from sqlalchemy.engine import URL, make_url
@@ -72,6 +73,19 @@ _EVENT_INSERT_COLUMNS = (*C.EVENTS_COLUMNS, C.REQUEST_ID)
 _TEXT = String(schema.TEXT_LENGTH)
 
 metadata = MetaData()
+
+#: columns of :meth:`EventStore.read_outcomes` beside the events' own
+LINKED_EXPERIMENT = "linked_experiment"
+OUTCOME_COLUMNS = (
+    C.TIMESTAMP,
+    C.VISITOR,
+    C.EVENT,
+    C.ITEM,
+    C.REQUEST_ID,
+    LINKED_EXPERIMENT,
+)
+#: column of :meth:`EventStore.visitor_activity`
+ACTIVITY = "events"
 
 events_table = Table(
     "events",
@@ -248,6 +262,17 @@ def _item_text(ids: Any) -> str:
         return ",".join(str(int(i)) for i in parts if not (isinstance(i, str) and i == ""))
     except (TypeError, ValueError) as exc:
         raise DataValidationError(f"not a list of item ids: {ids!r}", column=C.ITEM_IDS) from exc
+
+
+def parse_item_ids(texts: Iterable[str]) -> pd.Series:
+    """Stored item-id texts (``"3,1,2"``) as lists of ints, one per text.
+
+    >>> parse_item_ids(["3,1,2", ""]).tolist()
+    [[3, 1, 2], []]
+    """
+    return pd.Series(
+        [[int(i) for i in text.split(",")] if text else [] for text in texts], dtype=object
+    )
 
 
 def _validated_exposures(df: pd.DataFrame) -> Sequence[Sequence[Any]]:
@@ -703,15 +728,26 @@ class EventStore:
                 cursor.close()
 
     def read_exposures(
-        self, start_ms: int | None = None, end_ms: int | None = None
+        self,
+        start_ms: int | None = None,
+        end_ms: int | None = None,
+        experiment: str | None = None,
+        parse_items: bool = True,
     ) -> pd.DataFrame:
-        """Exposures with ``start_ms <= timestamp < end_ms``, in logging order.
+        """Exposures with ``start_ms <= timestamp < end_ms`` (of one ``experiment`` if given),
+        in logging order.
+
+        Parameters
+        ----------
+        parse_items
+            Return item_ids as lists of ints (default), or as the stored comma-separated text
+            (what a reader that needs few of them parses itself, at a fraction of the cost).
 
         Returns
         -------
         pd.DataFrame
             Columns request_id, timestamp (int64), visitorid (int64), experiment,
-            variant, model_version (str) and item_ids (list of int per row).
+            variant, model_version (str) and item_ids (list of int per row, or text).
         """
         self._ensure_schema()
         t = exposures_table.c
@@ -720,13 +756,95 @@ class EventStore:
             query = query.where(t[C.TIMESTAMP] >= int(start_ms))
         if end_ms is not None:
             query = query.where(t[C.TIMESTAMP] < int(end_ms))
-        frame = pd.DataFrame(self._fetch(query), columns=list(C.EXPOSURES_COLUMNS))
+        if experiment is not None:
+            query = query.where(t[C.EXPERIMENT] == experiment)
+        with self.engine.connect() as conn:
+            # plain tuples from the DBAPI cursor: SQLAlchemy Row objects cost a second per
+            # few hundred thousand rows here
+            rows = conn.execute(query).cursor.fetchall()
+        frame = pd.DataFrame(rows, columns=list(C.EXPOSURES_COLUMNS))
         for name in (C.REQUEST_ID, C.EXPERIMENT, C.VARIANT, C.MODEL_VERSION):
             frame[name] = frame[name].astype(str)
         for name in (C.TIMESTAMP, C.VISITOR):
             frame[name] = frame[name].astype(np.int64)
-        frame[C.ITEM_IDS] = pd.Series(
-            [[int(i) for i in text.split(",")] if text else [] for text in frame[C.ITEM_IDS]],
-            dtype=object,
-        )
+        if parse_items:
+            frame[C.ITEM_IDS] = parse_item_ids(frame[C.ITEM_IDS])
         return frame
+
+    def read_outcomes(
+        self, experiment: str, start_ms: int | None = None, end_ms: int | None = None
+    ) -> pd.DataFrame:
+        """Add-to-cart and purchase events that may belong to ``experiment``: those linked by
+        ``request_id`` to one of its exposures, and those of visitors it exposed.
+
+        Returns
+        -------
+        pd.DataFrame
+            Columns timestamp, visitorid, event (str), itemid (int64), request_id (str or
+            None) and ``linked_experiment``: the experiment of the exposure the request id
+            names (None when it names none).
+        """
+        self._ensure_schema()
+        ev, x = events_table.c, exposures_table.alias("linked")
+        exposed = select(exposures_table.c[C.VISITOR]).where(
+            exposures_table.c[C.EXPERIMENT] == experiment
+        )
+        query = (
+            select(
+                ev[C.TIMESTAMP],
+                ev[C.VISITOR],
+                ev[C.EVENT],
+                ev[C.ITEM],
+                ev[C.REQUEST_ID],
+                x.c[C.EXPERIMENT],
+            )
+            .select_from(events_table.outerjoin(x, x.c[C.REQUEST_ID] == ev[C.REQUEST_ID]))
+            .where(
+                ev[C.EVENT].in_([C.ADDTOCART, C.PURCHASE]),
+                or_(x.c[C.EXPERIMENT] == experiment, ev[C.VISITOR].in_(exposed)),
+            )
+            .order_by(ev[C.TIMESTAMP], ev.id)
+        )
+        if start_ms is not None:
+            query = query.where(ev[C.TIMESTAMP] >= int(start_ms))
+        if end_ms is not None:
+            query = query.where(ev[C.TIMESTAMP] < int(end_ms))
+        with self.engine.connect() as conn:
+            rows = [tuple(row) for row in conn.execute(query)]
+        frame = pd.DataFrame(
+            rows,
+            columns=[*OUTCOME_COLUMNS],
+        )
+        for name in (C.TIMESTAMP, C.VISITOR, C.ITEM):
+            frame[name] = frame[name].astype(np.int64)
+        return frame
+
+    def visitor_activity(self, experiment: str, days: float | None = None) -> pd.DataFrame:
+        """Events of each visitor exposed in ``experiment`` before their first exposure in it
+        (the last ``days`` days before it; None = all): a covariate the experiment cannot
+        have changed.
+
+        Returns
+        -------
+        pd.DataFrame
+            Columns visitorid and ``events`` (int64), visitors without such events left out.
+        """
+        self._ensure_schema()
+        ev, x = events_table.c, exposures_table.c
+        first = (
+            select(x[C.VISITOR].label("visitor"), func.min(x[C.TIMESTAMP]).label("first_ms"))
+            .where(x[C.EXPERIMENT] == experiment)
+            .group_by(x[C.VISITOR])
+            .subquery()
+        )
+        condition = (ev[C.VISITOR] == first.c.visitor) & (ev[C.TIMESTAMP] < first.c.first_ms)
+        if days is not None:
+            condition &= ev[C.TIMESTAMP] >= first.c.first_ms - int(days * C.DAY_MS)
+        query = (
+            select(ev[C.VISITOR], func.count())
+            .select_from(events_table.join(first, condition))
+            .group_by(ev[C.VISITOR])
+        )
+        with self.engine.connect() as conn:
+            rows = [tuple(row) for row in conn.execute(query)]
+        return pd.DataFrame(rows, columns=[C.VISITOR, ACTIVITY], dtype=np.int64)
