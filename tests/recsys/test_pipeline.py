@@ -226,6 +226,23 @@ def test_any_k_names_every_metric_and_the_gate(store: dict, tmp_path: Path) -> N
     } <= {p.name for p in folder.iterdir()}
 
 
+def test_a_first_run_without_a_winner_serves_the_strongest_baseline(
+    store: dict, tmp_path: Path
+) -> None:
+    """No champion yet and a candidate that beats nothing: the shop still gets a model, the
+    baseline with the best headline, registered as champion and served as such."""
+    settings = Settings(var_dir=tmp_path / "var", db_url=store["db"])
+    run = run_pipeline(quick(lightfm=dict(CRIPPLED), candidates=["lightfm"]), settings)
+    assert run.alias == "champion", run.decision.reason
+    assert str(run.policy) in BASELINES
+    best = max(BASELINES, key=lambda name: headline(run.results, name, 5))
+    assert str(run.policy) == best
+    assert "no champion yet: the strongest baseline" in run.decision.reason
+    _, bundle = _champion_bundle(settings, tmp_path / "cache")
+    assert bundle.metadata["policy"] == best
+    assert Recommender(bundle, policy=best).recommend(int(bundle.user_ids[0]), 5).item_ids
+
+
 def test_same_data_and_seed_give_the_same_champion(store: dict, tmp_path: Path) -> None:
     """Deterministic mode: two runs, the same choice, metrics and served vectors, bit for bit."""
     runs = [

@@ -31,8 +31,16 @@ ABLATION: Final = "ranker-no-lightfm"
 
 
 def name_of(policy: str) -> str:
-    """The result-table name of a servable policy (``blend`` -> ``lightfm+recent``)."""
+    """The result-table name of a servable policy (``blend`` -> ``lightfm+recent``; a baseline
+    is named after its policy)."""
+    if policy in BASELINES:
+        return str(policy)
     return next(name for name, p in CANDIDATES.items() if p == policy)
+
+
+def policy_of(name: str) -> Policy:
+    """The serving policy of a result-table name (the inverse of :func:`name_of`)."""
+    return CANDIDATES[name] if name in CANDIDATES else Policy(name)
 
 
 @dataclass

@@ -30,6 +30,28 @@ class GateDecision:
     reason: str
     #: rival name -> mean difference (candidate - rival) with its bootstrap interval
     differences: Mapping[str, Difference] = field(default_factory=dict)
+    #: what is registered and served when the candidate is not (see ``fallback``); None: the
+    #: candidate
+    serves: str | None = None
+
+
+def fallback(decision: GateDecision, baselines: Mapping[str, np.ndarray]) -> GateDecision:
+    """The decision of a first run (no champion) whose candidate did not pass: the strongest
+    baseline by the mean headline becomes champion, so the service has a model to serve.
+
+    The candidate still did not prove itself; the baseline did not either, but it is the
+    simplest policy that is at least as good in the point estimate. The next run must beat it
+    by more than noise to replace it.
+    """
+    if decision.promote:
+        return decision
+    best = max(baselines, key=lambda name: float(np.mean(baselines[name])))
+    mean = float(np.mean(baselines[best]))
+    reason = (
+        f"{decision.reason}; no champion yet: the strongest baseline, {best} "
+        f"({mean:.4f}), becomes champion so that the service has a model to serve"
+    )
+    return GateDecision(True, reason, decision.differences, serves=best)
 
 
 def gate(

@@ -51,13 +51,13 @@ from recsys.exceptions import ConfigurationError
 from recsys.interactions import TrainingData, prepare_training_data
 from recsys.models.fits import BaseFits
 from recsys.names import DEFAULT_POLICY, Policy
-from recsys.pipeline.candidates import ABLATION, CANDIDATES, PolicyBuilder, name_of
+from recsys.pipeline.candidates import ABLATION, CANDIDATES, PolicyBuilder, name_of, policy_of
 from recsys.pipeline.compare import (
     BASELINES,
     gate_score,
 )
 from recsys.pipeline.config import HEADLINE_TARGET, PipelineConfig
-from recsys.pipeline.gate import GateDecision, gate
+from recsys.pipeline.gate import GateDecision, fallback, gate
 from recsys.pipeline.report import (
     DESCRIPTION_TAG,
     RUN_NAME_TAG,
@@ -569,6 +569,8 @@ def decide(workdir: str | Path, settings: Settings | None = None) -> GateDecisio
     decision = GateDecision(
         decision.promote, _explained(decision.reason, comparison), decision.differences
     )
+    if comparison.compared_as == "none":
+        decision = fallback(decision, {name: rivals[name] for name in BASELINES})
     with mlflow.start_run(run_id=folder.run_id):
         mlflow.set_tags(
             {
@@ -596,6 +598,7 @@ def decide(workdir: str | Path, settings: Settings | None = None) -> GateDecisio
         {
             "promote": decision.promote,
             "reason": decision.reason,
+            "serves": decision.serves,
             "differences": {n: asdict(d) for n, d in decision.differences.items()},
             "champion_version": comparison.version,
             "champion_compared_as": comparison.compared_as,
@@ -623,10 +626,12 @@ def refit(workdir: str | Path, settings: Settings | None = None) -> Path:
     cfg, split = folder.config, folder.split
     chosen, evaluation = folder.read("tuning.json"), folder.read("evaluation.json")
     decision = folder.read("decision.json")
-    params, policy = chosen["params"], Policy(chosen["policy"])
+    params = chosen["params"]
+    # the candidate, or the baseline a first run falls back to (see gate.fallback)
+    name = decision.get("serves") or name_of(chosen["policy"])
+    policy = policy_of(name)
     configure(settings or Settings())
     data = folder.training_data(split.end_ms)
-    name = name_of(policy)
     rec = PolicyBuilder(cfg, params, folder.fits).build(data, [name])[name]
     bundle = rec.bundle
     bundle.metadata.update(
@@ -759,7 +764,7 @@ def run_pipeline(
         model_version=version,
         alias=alias,
         decision=decision,
-        policy=Policy(chosen["policy"]),
+        policy=policy_of(decided.get("serves") or name_of(chosen["policy"])),
         params=chosen["params"],
         results=pd.read_parquet(folder.path / "results.parquet"),
         champion_compared_as=decided["champion_compared_as"],
