@@ -151,21 +151,37 @@ def train(
         int | None, typer.Option(help="LightFM components of untuned runs (default: 32).")
     ] = None,
     promote: Annotated[bool, typer.Option(help=_help("promote"))] = _DEFAULTS.promote,
+    holdback_days: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Leave the newest N days out of the run altogether (the served model never "
+            "sees them), e.g. to replay them against the service with `recsys simulate`.",
+        ),
+    ] = 0,
     seed: Annotated[int, typer.Option()] = _DEFAULTS.seed,
 ) -> None:
     """Train on the event store: evaluate on the time holdout, gate, refit on every event,
-    register and promote (the served model's cutoff is the newest event + 1 ms)."""
+    register and promote (the served model's cutoff is the newest event + 1 ms, or
+    --holdback-days before it)."""
     from pydantic import ValidationError
 
-    from recsys.data.check import iso
+    from recsys.data import EventStore
+    from recsys.data.check import interval_end, iso
     from recsys.pipeline import run_pipeline
 
     lightfm = dict(_DEFAULTS.lightfm)
     lightfm.update({"epochs": epochs} if epochs is not None else {})
     lightfm.update({"no_components": components} if components is not None else {})
     try:
+        end_ms = None
+        if holdback_days:
+            store = EventStore(db or Settings().resolved_db_url)
+            end_ms = interval_end(store, None) - holdback_days * C.DAY_MS
+            store.engine.dispose()
         cfg = PipelineConfig(
             db_url=db,
+            end_ms=end_ms,
             window_days=window_days,
             trials=trials,
             timeout_s=timeout,
