@@ -1,6 +1,6 @@
 """Fixtures of the monitoring tests: real Prometheus, Alertmanager and service processes.
 
-``live``: a service serving a small real LightFM bundle, scraped every second by Prometheus
+``live``: a service serving a small real LightFM bundle under a two-variant experiment, scraped every second by Prometheus
 with the repository's rules, after a bounded run of mixed traffic: what the dashboards' live
 check queries. Binaries missing on the machine are installed by ``monitoring/install.sh``.
 """
@@ -26,6 +26,16 @@ from recsys.bundle import Bundle
 from tests.fastapi_service.service_testkit import start_server
 from tests.monitoring.monitoring_testkit import SCRAPE, Live
 
+#: a two-variant experiment, so the business dashboard's A/B panels have series to show
+EXPERIMENT = """
+experiments:
+  - name: live-check
+    salt: live-check-1
+    variants:
+      - {name: control, weight: 50, model: champion}
+      - {name: popular, weight: 50, policy: popular}
+"""
+
 
 @pytest.fixture(scope="session")
 def tools() -> None:
@@ -48,7 +58,14 @@ def live(
     tools: None, demo_bundle: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Live]:
     root = tmp_path_factory.mktemp("live")
-    service = start_server(root / "service", {"RECSYS_MODEL_URI": str(demo_bundle)})
+    experiments = root / "experiments.yaml"
+    experiments.write_text(EXPERIMENT)
+    settings = {
+        "RECSYS_MODEL_URI": str(demo_bundle),
+        "RECSYS_EXPERIMENTS_FILE": str(experiments),
+        "RECSYS_AB_METRICS_INTERVAL_S": "1",
+    }
+    service = start_server(root / "service", settings)
     prometheus = None
     try:
         target = service.url.removeprefix("http://")

@@ -35,7 +35,6 @@ from tests.monitoring.monitoring_testkit import RATE_INTERVAL, SCRAPE, Live, exp
 pytestmark = pytest.mark.monitoring
 
 PROVISIONING = DASHBOARDS_DIR.parent / "provisioning"
-AB_SKIP = "A/B metrics land with the A/B issue"
 
 
 def test_committed_dashboards_are_what_the_code_builds() -> None:
@@ -137,14 +136,12 @@ def test_a_misspelled_metric_fails_the_live_check(live: Live) -> None:
 
 @pytest.mark.slow
 def test_business_panels_against_the_service(live: Live) -> None:
-    """Every business query parses now; they must return data once the service exports A/B."""
+    """Every business query returns data from a service running an experiment."""
     results = _results(live, ("recsys-business",))
     assert all(r.error is None for r in results), report(results)
     service_only = [r for r in results if not any("recsys_ab_" in n or "experiment_variant:" in n
                                                   for n in metric_names(r.query.expr))]  # fmt: skip
     assert service_only and all(r.ok for r in service_only), report(service_only)
-    if not query(live.url, 'count({job="recsys-api",__name__=~"recsys_ab_.+"})'):
-        pytest.skip(AB_SKIP)
     failed = [r for r in results if not r.ok]
     assert not failed, report(failed)
 
