@@ -110,8 +110,8 @@ PROMETHEUS_PORT ?= 9090
 ALERTMANAGER_PORT ?= 9093
 TRAFFIC ?= 600
 
-monitoring-tools: ## Install the Debian packages of the monitoring checks when missing (prometheus, alertmanager)
-	@bash monitoring/install.sh prometheus alertmanager
+monitoring-tools: ## Install the Debian packages of the monitoring and scale-out checks when missing (prometheus, alertmanager, nginx)
+	@bash monitoring/install.sh prometheus alertmanager nginx
 
 monitor: install monitoring-tools ## Service + Prometheus + Alertmanager on loopback (no Docker); Ctrl-C stops them
 	$(PY) -m monitoring.stack --port $(PORT) --prometheus-port $(PROMETHEUS_PORT) \

@@ -107,6 +107,13 @@ class ServiceMetrics:
             ["route", "method", "status"],
             registry=reg,
         )
+        self.online_state_errors = Counter(
+            "recsys_online_state_errors",
+            "Failed reads and writes of the shared online state (Redis); requests were "
+            "answered without it.",
+            ["operation"],
+            registry=reg,
+        )
         self.recommendations = Counter(
             "recsys_recommendations",
             "Recommendation responses by source and A/B variant.",
@@ -226,6 +233,8 @@ class ServiceMetrics:
             self.events.labels(event=event)
         for table in STORE_TABLES:
             self.event_store_errors.labels(table=table)
+        for operation in ("read", "write", "count"):
+            self.online_state_errors.labels(operation=operation)
 
     def _age(self) -> float:
         return float("nan") if self._trained_at is None else time.time() - self._trained_at

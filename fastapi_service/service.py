@@ -27,7 +27,7 @@ from fastapi_service.metrics import ServiceMetrics
 from fastapi_service.model_manager import ModelManager
 from fastapi_service.schemas import Event, EventsAccepted
 from fastapi_service.settings import ServiceSettings
-from fastapi_service.state import ExposureBuffer, OnlineHistory
+from fastapi_service.state import ExposureBuffer, History, OnlineHistory, RedisHistory
 from recsys import columns as C
 from recsys.abtest import Experiment, Router
 from recsys.exceptions import DataValidationError
@@ -62,7 +62,18 @@ class Service:
         self.settings = settings
         self.manager = manager
         self.metrics = metrics
-        self.history = OnlineHistory(settings.history_visitors, settings.history_items)
+        self.history: History
+        if settings.online_state_url:
+            self.history = RedisHistory(
+                settings.online_state_url,
+                settings.history_visitors,
+                settings.history_items,
+                settings.history_ttl_s,
+                on_error=lambda op: metrics.online_state_errors.labels(operation=op).inc(),
+                prefix=settings.online_state_prefix,
+            )
+        else:
+            self.history = OnlineHistory(settings.history_visitors, settings.history_items)
         self.exposures = ExposureBuffer(settings.exposure_buffer)
         self.store: EventStore | None = None
         self.store_error: str | None = None

@@ -73,6 +73,21 @@ class ServiceSettings(BaseSettings):
         ge=1,
         description="Recent items kept per visitor (default: as many as a bundle keeps).",
     )
+    online_state_url: str | None = Field(
+        default=None,
+        description="Redis URL of the online histories shared by replicas and workers "
+        "(e.g. redis://127.0.0.1:6379/0); unset = in process (one replica, one worker).",
+    )
+    online_state_prefix: str = Field(
+        default="recsys:history:",
+        description="Prefix of the online-state keys in Redis (one per shop or environment).",
+    )
+    history_ttl_s: float = Field(
+        default=7 * 86400.0,
+        gt=0,
+        description="With Redis: a visitor's online history expires this long after their "
+        "last event.",
+    )
     exposure_flush_s: float = Field(
         default=1.0, gt=0, description="Seconds between writes of buffered exposures to the store."
     )
@@ -131,7 +146,9 @@ class ServiceSettings(BaseSettings):
         # compose passes `${RECSYS_ADMIN_TOKEN:-}` as an empty string when the secret is absent
         return None if value in ("", None) else value
 
-    @field_validator("tracking_uri", "policy", "experiments_file", mode="before")
+    @field_validator(
+        "tracking_uri", "policy", "experiments_file", "online_state_url", mode="before"
+    )
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if value == "" else value

@@ -1,17 +1,33 @@
-"""In-memory request-side state of the service: online histories and buffered exposures.
+"""Request-side state of the service: online histories and buffered exposures.
 
+Online histories live in process (:class:`OnlineHistory`, one replica) or in Redis
+(:class:`RedisHistory`, shared by every replica and worker); both have the same interface.
 (The served model is the :class:`~fastapi_service.model_manager.ModelManager`'s.)
 """
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from collections import OrderedDict, deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from recsys import columns as C
+
+log = logging.getLogger("fastapi_service")
+
+
+class History(Protocol):
+    """What the service needs of an online history (in process or shared)."""
+
+    def __len__(self) -> int: ...
+
+    def add(self, events: Iterable[tuple[int, int, int, str]]) -> None: ...
+
+    def get(self, visitor_id: int) -> tuple[tuple[int, ...], tuple[int, ...]]: ...
 
 
 @dataclass
@@ -71,6 +87,109 @@ class OnlineHistory:
                 return (), ()
             self._visitors.move_to_end(visitor_id)
             return tuple(reversed(visitor.items)), tuple(visitor.bought)
+
+
+class RedisHistory:
+    """The online history in Redis, shared by every replica and worker that use the same URL.
+
+    Per visitor two lists (recent viewed/carted items, bought items; most recent first) with
+    the same caps as :class:`OnlineHistory`, expiring ``ttl_s`` after the visitor's last
+    event; a sorted set of visitors by last event bounds their number (the least recently
+    posting visitor is forgotten first). One round trip per request, one per posted batch.
+
+    A Redis outage never fails a request: reads answer "no history" (the model's or the
+    popular answer), writes are skipped (the events still reach the event store), each
+    failure calls ``on_error`` and logs, and Redis is not tried again for ``retry_s`` seconds
+    (so a hung server costs one timeout per ``retry_s``, not one per request).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        max_visitors: int,
+        max_items: int,
+        ttl_s: float,
+        on_error: Callable[[str], None] | None = None,
+        prefix: str = "recsys:history:",
+        timeout_s: float = 0.2,
+        retry_s: float = 1.0,
+    ) -> None:
+        import redis
+
+        self.max_visitors, self.max_items, self.ttl_s = max_visitors, max_items, int(ttl_s)
+        self.prefix, self.retry_s = prefix, retry_s
+        self._visitors = f"{prefix}visitors"
+        self._redis = redis.Redis.from_url(
+            url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
+        )
+        self._errors = (redis.RedisError, OSError)
+        self._on_error = on_error
+        self._down_until = 0.0
+
+    def _keys(self, visitor_id: int) -> tuple[str, str]:
+        return f"{self.prefix}{visitor_id}:items", f"{self.prefix}{visitor_id}:bought"
+
+    def _failed(self, operation: str, exc: BaseException) -> None:
+        self._down_until = time.monotonic() + self.retry_s
+        log.warning("online state (Redis) %s failed: %s", operation, exc)
+        if self._on_error is not None:
+            self._on_error(operation)
+
+    def _up(self) -> bool:
+        return time.monotonic() >= self._down_until
+
+    def __len__(self) -> int:
+        if not self._up():
+            return 0
+        try:
+            return int(self._redis.zcard(self._visitors))
+        except self._errors as exc:
+            self._failed("count", exc)
+            return 0
+
+    def add(self, events: Iterable[tuple[int, int, int, str]]) -> None:
+        """Apply ``(timestamp, visitorid, itemid, event)`` tuples in time order."""
+        ordered = sorted(events, key=lambda e: e[0])
+        if not ordered or not self._up():
+            return
+        now = time.time()
+        pipe = self._redis.pipeline(transaction=True)
+        for _, visitor_id, item_id, event in ordered:
+            items, bought = self._keys(visitor_id)
+            purchase = event == C.PURCHASE
+            key, cap, value = bought if purchase else items, self.max_items, str(item_id)
+            pipe.lrem(key, 0, value)
+            pipe.lpush(key, value)
+            pipe.ltrim(key, 0, (4 * cap if purchase else cap) - 1)
+            pipe.expire(items, self.ttl_s)
+            pipe.expire(bought, self.ttl_s)
+            pipe.zadd(self._visitors, {str(visitor_id): now})
+        pipe.zremrangebyscore(self._visitors, 0, now - self.ttl_s)  # expired lists
+        pipe.zcard(self._visitors)
+        try:
+            over = int(pipe.execute()[-1]) - self.max_visitors
+            if over > 0:
+                oldest: list[tuple[bytes, float]] = self._redis.zpopmin(self._visitors, over)  # type: ignore[assignment]
+                keys = [k for v, _ in oldest for k in self._keys(int(v))]
+                self._redis.delete(*keys)
+        except self._errors as exc:
+            self._failed("write", exc)
+
+    def get(self, visitor_id: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """``(recent items oldest first, bought items)``, as :meth:`OnlineHistory.get`;
+        empty tuples for an unknown visitor or while Redis is unreachable."""
+        if not self._up():
+            return (), ()
+        items, bought = self._keys(visitor_id)
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.lrange(items, 0, -1)
+        pipe.lrange(bought, 0, -1)
+        try:
+            recent, sold = pipe.execute()
+        except self._errors as exc:
+            self._failed("read", exc)
+            return (), ()
+        return tuple(int(i) for i in reversed(recent)), tuple(int(i) for i in sold)
 
 
 def _push_front(items: list[int], item_id: int, cap: int) -> None:

@@ -14,6 +14,8 @@ declare -A PACKAGE=(
   [chromium]=chromium
   [docker]=docker.io
   [mmdebstrap]=mmdebstrap
+  [nginx]=nginx
+  [wrk]=wrk
 )
 declare -A PROGRAM=(
   [prometheus]=/usr/bin/promtool
@@ -21,6 +23,8 @@ declare -A PROGRAM=(
   [chromium]=/usr/bin/chromium
   [docker]=/usr/sbin/dockerd
   [mmdebstrap]=/usr/bin/mmdebstrap
+  [nginx]=/usr/sbin/nginx
+  [wrk]=/usr/bin/wrk
 )
 
 missing=()

@@ -1,4 +1,5 @@
-"""Prometheus and Alertmanager processes on loopback, run with the repository's configuration.
+"""Prometheus, Alertmanager and nginx processes on loopback, run with the repository's
+configuration.
 
 ``make monitor`` (:mod:`monitoring.stack`), the pictures (:mod:`monitoring.pictures`) and the
 tests start the real Debian binaries through these helpers. The committed configuration is the
@@ -27,6 +28,7 @@ RULES = MONITORING / "prometheus" / "rules" / "recsys.yml"
 RULE_TESTS = MONITORING / "prometheus" / "tests" / "recsys_test.yml"
 ALERTMANAGER_YML = MONITORING / "alertmanager" / "alertmanager.yml"
 INSTALL = MONITORING / "install.sh"
+NGINX_TEMPLATE = REPO / "infrastructure" / "nginx" / "nginx.conf.template"
 #: the placeholder of alertmanager.yml (Alertmanager 0.25 reads no environment variables)
 WEBHOOK_PLACEHOLDER = "${ALERTMANAGER_WEBHOOK_URL}"
 #: console libraries shipped by Debian's prometheus package (used by console templates)
@@ -39,6 +41,7 @@ PROGRAMS = {
     "alertmanager": ("/usr/bin/prometheus-alertmanager", "alertmanager"),
     "amtool": ("/usr/bin/amtool", "alertmanager"),
     "chromium": ("/usr/bin/chromium", "chromium"),
+    "nginx": ("/usr/sbin/nginx", "nginx"),
 }
 
 
@@ -206,6 +209,47 @@ def start_prometheus(
         ]
     url = f"http://127.0.0.1:{port}"
     return start_daemon("prometheus", args, url, "/-/ready", workdir / "prometheus.log")
+
+
+def render_nginx_config(upstreams: Sequence[str], listen: str, workdir: Path) -> str:
+    """The committed nginx template with its placeholders filled for loopback processes:
+    ``upstreams`` (``host:port`` of each replica), ``listen``, run-time files in ``workdir``."""
+    import os
+
+    user = "user root;\n" if os.geteuid() == 0 else ""  # workers may read root's folders
+    temp = "\n".join(
+        f"    {kind}_temp_path {workdir / kind};"
+        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
+    servers = "\n".join(f"        server {u} max_fails=1 fail_timeout=5s;" for u in upstreams)
+    fills = {
+        "{{RUNTIME}}": f"{user}pid {workdir / 'nginx.pid'};\nerror_log {workdir / 'error.log'} warn;",
+        "{{HTTP_RUNTIME}}": temp,
+        "{{UPSTREAMS}}": servers,
+        "{{LISTEN}}": listen,
+    }
+    text = NGINX_TEMPLATE.read_text()
+    for placeholder, value in fills.items():
+        text = text.replace(placeholder, value)
+    return text
+
+
+def start_nginx(upstreams: Sequence[str], workdir: Path, port: int) -> Daemon:
+    """Run nginx on ``127.0.0.1:port`` balancing over ``upstreams`` (see the template)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    config = workdir / "nginx.conf"
+    config.write_text(render_nginx_config(upstreams, f"127.0.0.1:{port}", workdir))
+    args = [
+        program("nginx"),
+        "-c",
+        str(config),
+        "-p",
+        str(workdir),
+        "-e",
+        str(workdir / "error.log"),
+    ]
+    url = f"http://127.0.0.1:{port}"
+    return start_daemon("nginx", args, url, "/health/live", workdir / "nginx.log")
 
 
 def render_alertmanager_config(webhook_url: str, group_wait: str | None = None) -> str:

@@ -1,16 +1,47 @@
-"""Online history (bounded LRU) and the exposure buffer."""
+"""Online history (in process: bounded LRU; in Redis: shared) and the exposure buffer."""
 
 from __future__ import annotations
 
+import socket
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+
 import pytest
 
-from fastapi_service.state import ExposureBuffer, OnlineHistory
+from fastapi_service.state import ExposureBuffer, History, OnlineHistory, RedisHistory
 
 pytestmark = pytest.mark.service
 
+#: the test Redis database (flushed only by key prefix, never as a whole)
+REDIS_URL = "redis://127.0.0.1:6379/6"
 
-def test_history_keeps_the_latest_distinct_items_in_event_order() -> None:
-    history = OnlineHistory(max_visitors=10, max_items=3)
+Factory = Callable[[int, int], History]
+
+
+@pytest.fixture
+def redis_prefix() -> Iterator[str]:
+    import redis
+
+    prefix = f"test:{uuid.uuid4().hex}:"
+    yield prefix
+    client = redis.Redis.from_url(REDIS_URL)
+    keys = list(client.scan_iter(f"{prefix}*"))
+    if keys:
+        client.delete(*keys)
+
+
+@pytest.fixture(params=["process", "redis"])
+def make_history(request: pytest.FixtureRequest) -> Factory:
+    if request.param == "process":
+        return OnlineHistory
+    prefix = request.getfixturevalue("redis_prefix")
+    return lambda visitors, items: RedisHistory(REDIS_URL, visitors, items, 3600, prefix=prefix)
+
+
+def test_history_keeps_the_latest_distinct_items_in_event_order(make_history: Factory) -> None:
+    history = make_history(10, 3)
     history.add([(3, 1, 30, "view"), (1, 1, 10, "view"), (2, 1, 20, "addtocart")])
     assert history.get(1) == ((10, 20, 30), ())
     history.add([(4, 1, 10, "view"), (5, 1, 40, "view")])
@@ -18,6 +49,45 @@ def test_history_keeps_the_latest_distinct_items_in_event_order() -> None:
     history.add([(6, 1, 40, "transaction")])
     assert history.get(1) == ((30, 10, 40), (40,))
     assert history.get(2) == ((), ())
+
+
+def test_a_purchase_stays_filtered_beyond_the_item_cap(make_history: Factory) -> None:
+    history = make_history(10, 2)
+    history.add([(1, 7, 100, "transaction")] + [(2 + i, 7, i, "view") for i in range(5)])
+    recent, bought = history.get(7)
+    assert recent == (3, 4) and bought == (100,)
+
+
+def test_redis_history_is_shared_by_every_instance(redis_prefix: str) -> None:
+    one, two = (RedisHistory(REDIS_URL, 10, 5, 3600, prefix=redis_prefix) for _ in range(2))
+    one.add([(1, 5, 50, "view"), (2, 5, 51, "transaction")])
+    assert two.get(5) == ((50,), (51,))
+    assert len(two) == 1
+
+
+def test_redis_history_forgets_the_least_recently_posting_visitor(redis_prefix: str) -> None:
+    history = RedisHistory(REDIS_URL, 2, 5, 3600, prefix=redis_prefix)
+    for visitor in (1, 2, 3):
+        history.add([(visitor, visitor, 10 * visitor, "view")])
+        time.sleep(0.01)  # distinct activity times
+    assert len(history) == 2
+    assert history.get(1) == ((), ())
+    assert history.get(3) == ((30,), ())
+
+
+def test_redis_outage_answers_without_history_and_counts_it() -> None:
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        url = f"redis://127.0.0.1:{sock.getsockname()[1]}/0"
+    errors: Counter[str] = Counter()
+    history = RedisHistory(url, 10, 5, 3600, on_error=lambda op: errors.update([op]), retry_s=60)
+    started = time.perf_counter()
+    history.add([(1, 1, 10, "view")])
+    for _ in range(100):  # after the first failure Redis is not tried again for retry_s
+        assert history.get(1) == ((), ())
+    assert len(history) == 0
+    assert time.perf_counter() - started < 1.0
+    assert errors == Counter(write=1)
 
 
 def test_history_forgets_the_least_recently_active_visitor() -> None:
