@@ -2,10 +2,11 @@
 # Installs the Debian packages behind the monitoring checks, the pictures and the Docker tests,
 # only those whose program is missing (a no-op on a machine that has them: safe to call often).
 #
-#   monitoring/install.sh prometheus alertmanager chromium docker mmdebstrap
+#   monitoring/install.sh prometheus alertmanager chromium docker mmdebstrap kubectl
 #
 # prometheus = prometheus + promtool, alertmanager = prometheus-alertmanager + amtool,
-# docker = docker.io (dockerd, containerd, runc and the 20.10 client at /usr/bin/docker).
+# docker = docker.io (dockerd, containerd, runc and the 20.10 client at /usr/bin/docker),
+# kubectl = kubectl (kustomize built in: the offline checks of infrastructure/k8s).
 set -euo pipefail
 
 declare -A PACKAGE=(
@@ -14,6 +15,7 @@ declare -A PACKAGE=(
   [chromium]=chromium
   [docker]=docker.io
   [mmdebstrap]=mmdebstrap
+  [kubectl]=kubectl
 )
 declare -A PROGRAM=(
   [prometheus]=/usr/bin/promtool
@@ -21,6 +23,7 @@ declare -A PROGRAM=(
   [chromium]=/usr/bin/chromium
   [docker]=/usr/sbin/dockerd
   [mmdebstrap]=/usr/bin/mmdebstrap
+  [kubectl]=/usr/bin/kubectl
 )
 
 missing=()

@@ -39,6 +39,7 @@ PROGRAMS = {
     "alertmanager": ("/usr/bin/prometheus-alertmanager", "alertmanager"),
     "amtool": ("/usr/bin/amtool", "alertmanager"),
     "chromium": ("/usr/bin/chromium", "chromium"),
+    "kubectl": ("/usr/bin/kubectl", "kubectl"),
 }
 
 
