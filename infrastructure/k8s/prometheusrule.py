@@ -54,13 +54,17 @@ def render(rules_text: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Write the manifest, or with ``--check`` report whether the committed one is current."""
-    parser = argparse.ArgumentParser(description="Write base/prometheusrule.yaml from the alert rules.")
+    parser = argparse.ArgumentParser(
+        description="Write base/prometheusrule.yaml from the alert rules."
+    )
     parser.add_argument("--check", action="store_true", help="exit 1 if the file is stale")
     args = parser.parse_args(argv)
     expected = render(RULES.read_text())
     if args.check:
         if not OUTPUT.exists() or OUTPUT.read_text() != expected:
-            print(f"{OUTPUT.relative_to(REPO)} is stale: run {Path(__file__).name}", file=sys.stderr)
+            print(
+                f"{OUTPUT.relative_to(REPO)} is stale: run {Path(__file__).name}", file=sys.stderr
+            )
             return 1
         return 0
     OUTPUT.write_text(expected)
