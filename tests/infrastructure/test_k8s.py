@@ -155,7 +155,8 @@ def validation(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[str]]
 def test_builds_and_validates_strictly(name: str, validation: dict[str, list[str]]) -> None:
     lines = validation[name]
     output = "\n".join(lines)
-    assert not [line for line in lines if line.startswith("ERROR")], output
+    errors = [line for line in lines if line.startswith("ERROR")]
+    assert not errors, "\n".join(errors)
     # a misspelled apiVersion or kind is only a warning to it: accept none but the CRDs
     unknown = set(re.findall(r"Couldn't find schema for kind (\S+)", output))
     assert unknown == CRD_KINDS, output
