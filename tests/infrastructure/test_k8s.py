@@ -100,9 +100,9 @@ def quantity(value: str | int) -> float:
     """
     match = re.fullmatch(r"([0-9.]+)(m|Ki|Mi|Gi|Ti|k|M|G|T)?", str(value))
     assert match, f"not a quantity: {value!r}"
-    factor = {"m": 1e-3, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
-    factor |= {"k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, None: 1}
-    return float(match[1]) * factor[match[2]]
+    factor = {"": 1.0, "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12}
+    factor |= {"Ki": 2.0**10, "Mi": 2.0**20, "Gi": 2.0**30, "Ti": 2.0**40}
+    return float(match[1]) * factor[match[2] or ""]
 
 
 def seconds(duration: str) -> float:
