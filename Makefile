@@ -28,10 +28,11 @@ VISITORS ?= 4000
 MLFLOW_STORE ?= var
 
 .PHONY: help install demo ab-demo test test-fast lint format typecheck lock notebooks mlflow-screenshot mlflow-ui \
-	airflow airflow-start airflow-stop monitoring-tools monitor dashboards monitoring-pictures up down clean
+	airflow airflow-start airflow-stop monitoring-tools monitor dashboards monitoring-pictures up down \
+	k8s-tools k8s-check k8s-rules clean
 
 help: ## Show this help
-	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -59,13 +60,14 @@ ab-demo: install ## Simulated holdout visitors against the demo service ($(HOST)
 	$(RECSYS) ab report --experiment $(AB_EXPERIMENT) $(if $(EXPERIMENTS),--experiments $(EXPERIMENTS))
 	$(RECSYS) ab report --experiment $(AB_EXPERIMENT) $(if $(EXPERIMENTS),--experiments $(EXPERIMENTS)) --format png --out docs/ab-report.png
 
-test: lint typecheck monitoring-tools ## Lint, type-check and run the whole test suite (needs PostgreSQL on 127.0.0.1:5432)
+test: lint typecheck monitoring-tools k8s-tools ## Lint, type-check and run the whole test suite (needs PostgreSQL on 127.0.0.1:5432)
 	$(PY) -m pytest
 
 test-fast: install ## The edit-test loop: every test not marked slow, doctests included (< 30 s)
 	$(PY) -m pytest -q -m "not slow"
 
-LINTED := src tests fastapi_service airflow_ml_pipeline monitoring benchmarks notebooks/execute.py infrastructure/mlflow/screenshot.py
+LINTED := src tests fastapi_service airflow_ml_pipeline monitoring benchmarks notebooks/execute.py infrastructure/mlflow/screenshot.py \
+	infrastructure/k8s/prometheusrule.py
 
 lint: install ## ruff lint + format check
 	$(VENV)/bin/ruff check $(LINTED)
@@ -131,6 +133,16 @@ up: install ## The stack in Docker (service + Prometheus + Alertmanager), built 
 
 down: ## Stop the Docker stack of `make up` and remove its volumes
 	docker compose -f monitoring/compose.yaml down -v
+
+k8s-tools: ## Install kubectl (Debian package, kustomize built in) when missing
+	@bash monitoring/install.sh kubectl
+
+k8s-check: install k8s-tools monitoring-tools ## Build every kustomize overlay of infrastructure/k8s and validate it offline (no cluster)
+	$(PY) infrastructure/k8s/prometheusrule.py --check
+	$(PY) -m pytest -q tests/infrastructure/test_k8s.py
+
+k8s-rules: install ## Regenerate infrastructure/k8s/base/prometheusrule.yaml from monitoring/prometheus/rules/recsys.yml
+	$(PY) infrastructure/k8s/prometheusrule.py
 
 clean: ## Remove local state (var/) and the virtualenv
 	rm -rf var $(VENV)

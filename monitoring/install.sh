@@ -2,10 +2,11 @@
 # Installs the Debian packages behind the monitoring checks, the pictures and the Docker tests,
 # only those whose program is missing (a no-op on a machine that has them: safe to call often).
 #
-#   monitoring/install.sh prometheus alertmanager chromium docker mmdebstrap
+#   monitoring/install.sh prometheus alertmanager chromium docker mmdebstrap kubectl
 #
 # prometheus = prometheus + promtool, alertmanager = prometheus-alertmanager + amtool,
-# docker = docker.io (dockerd, containerd, runc and the 20.10 client at /usr/bin/docker).
+# docker = docker.io (dockerd, containerd, runc and the 20.10 client at /usr/bin/docker),
+# kubectl = kubectl (kustomize built in: the offline checks of infrastructure/k8s).
 set -euo pipefail
 
 declare -A PACKAGE=(
@@ -16,6 +17,7 @@ declare -A PACKAGE=(
   [mmdebstrap]=mmdebstrap
   [nginx]=nginx
   [wrk]=wrk
+  [kubectl]=kubectl
 )
 declare -A PROGRAM=(
   [prometheus]=/usr/bin/promtool
@@ -25,6 +27,7 @@ declare -A PROGRAM=(
   [mmdebstrap]=/usr/bin/mmdebstrap
   [nginx]=/usr/sbin/nginx
   [wrk]=/usr/bin/wrk
+  [kubectl]=/usr/bin/kubectl
 )
 
 missing=()

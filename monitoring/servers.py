@@ -42,6 +42,7 @@ PROGRAMS = {
     "amtool": ("/usr/bin/amtool", "alertmanager"),
     "chromium": ("/usr/bin/chromium", "chromium"),
     "nginx": ("/usr/sbin/nginx", "nginx"),
+    "kubectl": ("/usr/bin/kubectl", "kubectl"),
 }
 
 
