@@ -22,6 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 import recsys
 from fastapi_service.errors import (
     BatchTooLarge,
+    EventRejected,
     Forbidden,
     ModelNotReady,
     ReloadFailed,
@@ -97,6 +98,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     app.router.routes[0:0] = fast_routes
     for error, (status, headers) in ERROR_STATUS.items():
         app.add_exception_handler(error, _domain_error(status, headers))
+    app.add_exception_handler(EventRejected, _rejected_event)  # type: ignore[arg-type]
     app.add_exception_handler(DataValidationError, _data_error)  # type: ignore[arg-type]
     app.add_exception_handler(ConfigurationError, _configuration_error)
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
@@ -126,6 +128,12 @@ def _domain_error(
         return error_response(status, str(exc), headers=headers)
 
     return handler
+
+
+async def _rejected_event(_: Request, exc: EventRejected) -> JSONResponse:
+    return error_response(
+        422, f"{exc.field}: {exc}", [FieldError(field=exc.field, message=str(exc))]
+    )
 
 
 async def _data_error(_: Request, exc: DataValidationError) -> JSONResponse:

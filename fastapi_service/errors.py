@@ -17,6 +17,14 @@ class ModelNotReady(ServiceError):
     """No model is loaded yet (or none could be): nothing to recommend with."""
 
 
+class EventRejected(ServiceError):
+    """A posted event breaks a rule the request schema cannot check (e.g. the clock's)."""
+
+    def __init__(self, message: str, field: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
 class StoreUnavailable(ServiceError):
     """The event store could not be opened or did not take a write."""
 

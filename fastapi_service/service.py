@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from starlette.concurrency import run_in_threadpool
 
-from fastapi_service.errors import BatchTooLarge, StoreUnavailable
+from fastapi_service.errors import BatchTooLarge, EventRejected, StoreUnavailable
 from fastapi_service.metrics import ServiceMetrics
 from fastapi_service.model_manager import ModelManager
 from fastapi_service.schemas import Event, EventsAccepted
@@ -30,6 +30,7 @@ from fastapi_service.settings import ServiceSettings
 from fastapi_service.state import ExposureBuffer, OnlineHistory
 from recsys import columns as C
 from recsys.abtest import Experiment, Router
+from recsys.data import schema
 from recsys.exceptions import DataValidationError
 
 if TYPE_CHECKING:
@@ -204,6 +205,8 @@ class Service:
         ------
         BatchTooLarge
             More than ``max_batch`` events.
+        EventRejected
+            An event is dated more than ``future_tolerance_s`` after the server clock.
         StoreUnavailable
             The store is down; the events were applied to recommendations but not stored.
         recsys.exceptions.DataValidationError
@@ -218,6 +221,13 @@ class Service:
             raise StoreUnavailable(f"event store unavailable: {self.store_error}")
         now_ms = int(time.time() * 1000)
         stamps = [now_ms if e.timestamp is None else e.timestamp for e in events]
+        tolerance_ms = int(self.settings.future_tolerance_s * 1000)
+        limit = schema.future_limit_ms(tolerance_ms, now_ms)
+        late = next((i for i, t in enumerate(stamps) if t > limit), None)
+        if late is not None:
+            where = "body" if len(events) == 1 else f"body[{late}]"
+            reason = schema.FAR_FUTURE.format(tolerance_s=tolerance_ms / 1000)
+            raise EventRejected(reason, f"{where}.{C.TIMESTAMP}")
         self.history.add(
             (t, e.visitorid, e.itemid, e.event) for t, e in zip(stamps, events, strict=True)
         )

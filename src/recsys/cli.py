@@ -85,7 +85,7 @@ def import_(
     """Load the files into the event store: events.csv, and when present the item property
     parts (the category/availability rows training reads) and category_tree.csv.
     Idempotent: re-imports add nothing."""
-    from recsys.data import EventStore
+    from recsys.data import EventStore, schema
     from recsys.data.store import safe_url
 
     url = db or Settings().resolved_db_url
@@ -101,6 +101,12 @@ def import_(
         f"{added.category_tree:,} new or changed categories in {safe_url(url)} "
         f"({time.perf_counter() - started:.1f} s)"
     )
+    if added.future_events:
+        console.print(
+            f"[yellow]warning:[/] {added.future_events:,} event(s) dated more than "
+            f"{schema.FUTURE_TOLERANCE_MS // 1000} s after this machine's clock: stored, but "
+            "training ignores them (a clock or unit error where the file was made?)"
+        )
 
 
 @data_app.command("profile")

@@ -7,13 +7,17 @@ Only aggregate queries run (counts, the newest timestamp), so the check is cheap
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 from recsys import columns as C
+from recsys.data import schema
 from recsys.data.store import EventStore, safe_url
 from recsys.exceptions import DataCheckError
+
+log = logging.getLogger(__name__)
 
 _IMPORT = "import some with `recsys data import DIR` (or POST /events to the service)"
 
@@ -60,14 +64,26 @@ class StoreCheck:
 def interval_end(store: EventStore, requested_ms: int | None) -> int:
     """The interval end of a run: ``requested_ms``, or else the newest stored event + 1 ms.
 
+    Events dated after the clock + :data:`~recsys.data.schema.FUTURE_TOLERANCE_MS` are
+    ignored (and logged): one poisoned timestamp must not put the holdout in an empty future.
+
     Raises
     ------
     DataCheckError
-        When no end is requested and the store holds no event.
+        When no end is requested and the store holds no plausible event.
     """
     if requested_ms is not None:
         return int(requested_ms)
-    newest = store.newest_event_ms()
+    limit = schema.future_limit_ms()
+    ignored = sum(store.event_counts(limit + 1, None).values())
+    if ignored:
+        log.warning(
+            "interval end: ignoring %d event(s) dated after %s (the clock + %d s)",
+            ignored,
+            iso(limit),
+            schema.FUTURE_TOLERANCE_MS // 1000,
+        )
+    newest = store.newest_event_ms(before_ms=limit + 1)
     if newest is None:
         raise DataCheckError(f"event store {safe_url(store.url)} holds no events: {_IMPORT}")
     return newest + 1

@@ -331,6 +331,8 @@ class Imported:
     events: int
     item_properties: int
     category_tree: int
+    #: events of the file dated after the clock + the contract's tolerance (stored, flagged)
+    future_events: int = 0
 
 
 def _window(query: Select[Any], t: Any, start_ms: int | None, end_ms: int | None) -> Select[Any]:
@@ -462,6 +464,10 @@ class EventStore:
         ``category_tree.csv`` are imported when present, so a folder of new events alone
         imports too. Importing the same files twice adds nothing.
 
+        Events dated after this machine's clock + the contract's tolerance are stored (the
+        file is valid whatever the clock of the importing machine) but counted and logged as
+        a warning; training's interval end ignores them.
+
         Returns
         -------
         Imported
@@ -473,13 +479,23 @@ class EventStore:
         # already validated by the loader: no second pass over millions of rows
         added = self._insert_events(events[list(C.EVENTS_COLUMNS)].assign(**{C.REQUEST_ID: None}))
         log.info("%s: %d events read, %d new in the store", path, len(events), added)
+        future = int((events[C.TIMESTAMP].to_numpy() > schema.future_limit_ms()).sum())
+        if future:
+            log.warning(
+                "%s: %d event(s) dated more than %d s after this machine's clock (newest %d): "
+                "stored, but training ignores them",
+                path,
+                future,
+                schema.FUTURE_TOLERANCE_MS // 1000,
+                int(events[C.TIMESTAMP].max()),
+            )
         properties = tree = 0
         parts = [folder / name for name in C.PROPERTIES_FILES]
         if any(part.is_file() for part in parts):
             properties = self.append_item_properties(load_item_properties(parts))
         if (folder / C.CATEGORY_TREE_FILE).is_file():
             tree = self.replace_category_tree(load_category_tree(folder / C.CATEGORY_TREE_FILE))
-        return Imported(events=added, item_properties=properties, category_tree=tree)
+        return Imported(added, properties, tree, future)
 
     def append_item_properties(self, props: pd.DataFrame) -> int:
         """Store the :data:`TRAINING_PROPERTIES` rows of a validated property log.

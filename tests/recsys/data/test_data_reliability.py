@@ -1,0 +1,59 @@
+"""The data layer against poisoned input (issue 15): far-future events, huge lines."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import pytest
+
+from recsys.columns import ADDTOCART, VIEW
+from recsys.data import EventStore
+from recsys.data.check import interval_end
+from recsys.exceptions import ConfigurationError
+from recsys.split import make_split
+from tests.helpers import DAY, T0, make_events
+
+pytestmark = pytest.mark.data
+
+Y2099 = 4_070_908_800_000  # 2099-01-01: inside the contract's range, far after any clock
+HEADER = "timestamp,visitorid,event,itemid,transactionid\n"
+
+
+def _poisoned() -> list[tuple[int, int, str, int]]:
+    rows = [(T0 + d * DAY + i, i, VIEW, 100 + i) for d in range(21) for i in range(5)]
+    return [*rows, (T0 + 20 * DAY, 1, ADDTOCART, 101), (Y2099, 9, VIEW, 109)]
+
+
+def test_interval_end_ignores_far_future_events_and_says_so(
+    tmp_sqlite_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = EventStore(tmp_sqlite_url)
+    store.append_events(make_events(_poisoned()))
+    with caplog.at_level(logging.WARNING):
+        assert interval_end(store, None) == T0 + 20 * DAY + 4 + 1
+    assert "ignoring 1 event(s) dated after" in caplog.text
+
+
+def test_split_ignores_far_future_events_and_says_so(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING):
+        split = make_split(make_events(_poisoned()), holdout_days=7, validation_days=7)
+    assert split.end_ms == T0 + 20 * DAY + 4 + 1
+    assert "ignoring 1 event(s) dated after" in caplog.text
+    with pytest.raises(ConfigurationError, match="every event is dated after"):
+        make_split(make_events([(Y2099, 1, VIEW, 1)]))
+
+
+def test_import_flags_far_future_rows_with_a_count(
+    tmp_path: Path, tmp_sqlite_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    folder = tmp_path / "raw"
+    folder.mkdir()
+    soon = int(time.time() * 1000) + 60_000  # within the tolerance: not flagged
+    lines = [f"{T0},1,view,2,", f"{soon},1,view,3,", f"{Y2099},1,view,4,", f"{Y2099 + 1},2,view,4,"]
+    (folder / "events.csv").write_text(HEADER + "\n".join(lines) + "\n")
+    with caplog.at_level(logging.WARNING):
+        imported = EventStore(tmp_sqlite_url).import_folder(folder)
+    assert imported.events == 4 and imported.future_events == 2
+    assert "2 event(s) dated more than 300 s after this machine's clock" in caplog.text
