@@ -61,7 +61,7 @@ from recsys.data.load import (
     load_item_properties,
     nullable_ids,
 )
-from recsys.exceptions import ConfigurationError, DataValidationError
+from recsys.exceptions import ConfigurationError, DataValidationError, quoted
 
 log = logging.getLogger(__name__)
 
@@ -261,7 +261,9 @@ def _item_text(ids: Any) -> str:
     try:
         return ",".join(str(int(i)) for i in parts if not (isinstance(i, str) and i == ""))
     except (TypeError, ValueError) as exc:
-        raise DataValidationError(f"not a list of item ids: {ids!r}", column=C.ITEM_IDS) from exc
+        raise DataValidationError(
+            f"not a list of item ids: {quoted(ids)}", column=C.ITEM_IDS
+        ) from exc
 
 
 def parse_item_ids(texts: Iterable[str]) -> pd.Series:
@@ -319,7 +321,7 @@ def _check_exposure_labels(rows: Sequence[Sequence[Any]]) -> None:
         for name, value in zip((C.EXPERIMENT, C.VARIANT, C.MODEL_VERSION), label, strict=True):
             if not isinstance(value, str) or len(value) > schema.TEXT_LENGTH:
                 raise DataValidationError(
-                    f"not a text of at most {schema.TEXT_LENGTH} characters: {value!r}",
+                    f"not a text of at most {schema.TEXT_LENGTH} characters: {quoted(value)}",
                     column=name,
                 )
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from recsys.columns import ADDTOCART, VIEW
-from recsys.data import EventStore
+from recsys.data import EventStore, load_events
 from recsys.data.check import interval_end
-from recsys.exceptions import ConfigurationError
+from recsys.exceptions import ConfigurationError, DataValidationError
 from recsys.split import make_split
 from tests.helpers import DAY, T0, make_events
 
@@ -57,3 +57,29 @@ def test_import_flags_far_future_rows_with_a_count(
         imported = EventStore(tmp_sqlite_url).import_folder(folder)
     assert imported.events == 4 and imported.future_events == 2
     assert "2 event(s) dated more than 300 s after this machine's clock" in caplog.text
+
+
+def _events_file(tmp_path: Path, *lines: str) -> Path:
+    path = tmp_path / "events.csv"
+    path.write_text(HEADER + "".join(line + "\n" for line in lines))
+    return path
+
+
+@pytest.mark.parametrize("fields", ["", ",x,y"], ids=["right-count", "extra-fields"])
+def test_line_over_16_mib_is_a_clear_error_with_file_and_line(tmp_path: Path, fields: str) -> None:
+    huge = "9" * (17 << 20)  # longer than the CSV reader's block
+    path = _events_file(
+        tmp_path, f"{T0},1,view,2,", f"{T0},1,view,{huge}{fields}", f"{T0},2,view,3,"
+    )
+    with pytest.raises(DataValidationError) as caught:
+        load_events(path)
+    message = str(caught.value)
+    assert caught.value.file == str(path) and caught.value.line == 3, message
+    assert len(message) < 400, message[:400]
+
+
+def test_errors_quote_a_short_prefix_of_a_huge_value(tmp_path: Path) -> None:
+    path = _events_file(tmp_path, f"{T0},1,view,2,", f"{T0},{'x' * (10 << 20)},view,2,")
+    with pytest.raises(DataValidationError, match=r"'xxxx.*\(10,485,760 characters\)") as caught:
+        load_events(path)
+    assert caught.value.line == 3 and len(str(caught.value)) < 400
