@@ -26,8 +26,9 @@ RequestId = Annotated[
         description="Id of the recommendation response that led to this event.",
     ),
 ]
-#: visitor, item and transaction ids: the events contract's range, one rule everywhere
-Id = Annotated[int, Field(ge=0, le=MAX_ID)]
+#: visitor, item and transaction ids of a posted event: the events contract's range, one rule
+#: everywhere; strict: ``true`` or ``"123"`` is not an id (the query's UserId is text by nature)
+Id = Annotated[int, Field(ge=0, le=MAX_ID, strict=True)]
 UserId = Annotated[int, Field(ge=0, le=MAX_ID, description="Visitor id (non-negative integer).")]
 TopK = Annotated[int, Field(ge=1, le=MAX_K, description=f"Number of items (1..{MAX_K}).")]
 
@@ -71,7 +72,9 @@ class Event(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    timestamp: Annotated[int, Field(ge=MIN_TIMESTAMP_MS, lt=MAX_TIMESTAMP_MS)] | None = Field(
+    timestamp: (
+        Annotated[int, Field(ge=MIN_TIMESTAMP_MS, lt=MAX_TIMESTAMP_MS, strict=True)] | None
+    ) = Field(
         None,
         description="Epoch milliseconds (years 2000-2099); default: the time it is received.",
     )

@@ -32,3 +32,25 @@ def test_future_tolerance_is_a_setting(client_factory) -> None:  # type: ignore[
     now = int(time.time() * 1000)
     event = {"timestamp": now + HOUR_MS, "visitorid": 1, "event": "view", "itemid": 100}
     assert client.post("/events", json=event).status_code == 202
+
+
+#: JSON values pydantic would coerce to an integer outside strict mode
+LAX = [("visitorid", True), ("visitorid", "123"), ("itemid", "5"), ("itemid", 5.0)]
+LAX += [("transactionid", False), ("timestamp", "1431226800000")]
+
+
+def test_ids_and_timestamps_are_strict_integers(client: TestClient) -> None:
+    for field, value in LAX:
+        event = {"visitorid": 1, "event": "view", "itemid": 100} | {field: value}
+        reply = client.post("/events", json=event)
+        assert reply.status_code == 422, (field, value, reply.text)
+        assert reply.json()["errors"][0]["field"] == f"body.{field}"
+
+
+def test_id_range_is_the_events_contract(client: TestClient) -> None:
+    from recsys.data.schema import MAX_ID
+
+    event = {"visitorid": MAX_ID, "event": "transaction", "itemid": MAX_ID}
+    assert client.post("/events", json=event | {"transactionid": MAX_ID}).status_code == 202
+    reply = client.post("/events", json=event | {"transactionid": MAX_ID + 1})
+    assert reply.status_code == 422 and reply.json()["errors"][0]["field"] == "body.transactionid"
