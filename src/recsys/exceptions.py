@@ -58,6 +58,11 @@ class ConfigurationError(RecsysError, ValueError):
     """A setting or parameter has an invalid value (also a ``ValueError``)."""
 
 
+class StoreError(RecsysError):
+    """The event store cannot be reached or used (refused connection, locked file, a folder
+    that cannot be created): the message names the store, password hidden, and the reason."""
+
+
 class ModelNotFoundError(RecsysError):
     """No model could be resolved from the registry or a local path."""
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from recsys import columns as C
 from recsys.data import schema
 from recsys.data.store import EventStore, safe_url
-from recsys.exceptions import DataCheckError
+from recsys.exceptions import DataCheckError, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +128,8 @@ def check_store(
     ------
     DataCheckError
         Naming the failed rule and the numbers behind it.
+    StoreError
+        The store cannot be reached now (a later retry may succeed).
     """
     where = f"event store {safe_url(store.url)}"
     database = store.url.database
@@ -135,7 +137,9 @@ def check_store(
         raise DataCheckError(f"{where} holds no events (there is no such file yet): {_IMPORT}")
     try:
         problems = store.schema_problems()
-    except Exception as exc:  # whatever the driver raises, the store is unusable
+    except StoreError:
+        raise  # unreachable now: a retry may succeed, unlike a DataCheckError
+    except Exception as exc:  # whatever else the driver raises, the store is unusable
         raise DataCheckError(f"{where} cannot be read: {exc}") from exc
     if problems:
         raise DataCheckError(

@@ -15,13 +15,14 @@ one transaction.
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -46,10 +47,11 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.schema import CreateTable
 
 from recsys import columns as C
+from recsys.config import Settings
 from recsys.data import schema
 from recsys.data.load import (
     Dataset,
@@ -61,7 +63,13 @@ from recsys.data.load import (
     load_item_properties,
     nullable_ids,
 )
-from recsys.exceptions import ConfigurationError, DataValidationError, quoted
+from recsys.exceptions import (
+    ConfigurationError,
+    DataValidationError,
+    RecsysError,
+    StoreError,
+    quoted,
+)
 
 log = logging.getLogger(__name__)
 
@@ -178,6 +186,33 @@ exposures_table = Table(
     Index("ix_exposures_timestamp", C.TIMESTAMP),
     Index("ix_exposures_visitorid", C.VISITOR),
 )
+
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _operation(
+    method: Callable[Concatenate[EventStore, _P], _R],
+) -> Callable[Concatenate[EventStore, _P], _R]:
+    """A store operation: a database it cannot reach or use is a :class:`StoreError`, and
+    after any database error the next operation checks the schema again (a database dropped
+    and re-created gets its tables back)."""
+
+    @functools.wraps(method)
+    def operation(store: EventStore, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return method(store, *args, **kwargs)
+        except RecsysError:
+            raise
+        except Exception as exc:
+            store._schema_ready = False
+            reason = store.unreachable(exc)
+            if reason is None:
+                raise
+            raise StoreError(f"event store {safe_url(store.url)}: {reason}") from exc
+
+    return operation
 
 
 def safe_url(url: str | URL) -> str:
@@ -399,9 +434,19 @@ class EventStore:
         ``postgresql+psycopg://user@host:5432/db`` (plain ``postgresql://`` is taken
         to mean psycopg 3). Constructing the store neither connects nor creates files;
         the first operation creates the schema when it is missing.
+    timeout_s : float, optional
+        How long to wait for a locked SQLite file or a database connection (default:
+        ``RECSYS_DB_TIMEOUT_S``, 30 s).
+
+    Raises
+    ------
+    StoreError
+        From any operation, when the database cannot be reached or used (a refused
+        connection, a locked file, a folder that cannot be created): one line naming the
+        store and the driver's reason.
     """
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, timeout_s: float | None = None) -> None:
         try:
             parsed = make_url(url)
         except ArgumentError as exc:
@@ -414,19 +459,45 @@ class EventStore:
             raise ConfigurationError(
                 f"unsupported database {self.dialect!r}: use SQLite or PostgreSQL"
             )
-        connect_args = {"timeout": 30} if self.dialect == "sqlite" else {}
+        timeout = Settings().db_timeout_s if timeout_s is None else timeout_s
+        connect_args: dict[str, Any] = (
+            {"timeout": timeout}
+            if self.dialect == "sqlite"
+            else {"connect_timeout": max(1, round(timeout))}
+        )
         self.engine: Engine = create_engine(parsed, connect_args=connect_args)
         self._schema_ready = False
+
+    def unreachable(self, exc: BaseException) -> str | None:
+        """Why ``exc`` says the database cannot be reached or used (one line), else None.
+
+        PEP 249's OperationalError and InterfaceError of the driver (refused or lost
+        connection, missing database, locked file), raw or wrapped by SQLAlchemy.
+        """
+        driver = exc.orig if isinstance(exc, DBAPIError) else exc
+        dbapi = self.engine.dialect.loaded_dbapi
+        if not isinstance(driver, dbapi.OperationalError | dbapi.InterfaceError):
+            return None
+        lines = str(driver).strip().splitlines()
+        return lines[0] if lines else type(driver).__name__
 
     def __repr__(self) -> str:
         return f"EventStore({safe_url(self.url)!r})"
 
     # ------------------------------------------------------------------ schema
 
+    @_operation
     def create_schema(self) -> None:
         """Create the tables and indexes if missing (and the SQLite file's folder)."""
         if self.dialect == "sqlite" and self.url.database not in (None, "", ":memory:"):
-            Path(self.url.database).parent.mkdir(parents=True, exist_ok=True)
+            folder = Path(self.url.database).parent
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(
+                    f"event store {safe_url(self.url)}: cannot create the folder {folder}: "
+                    f"{exc.strerror or exc}"
+                ) from exc
         metadata.create_all(self.engine)
         if self.dialect == "sqlite" and self.url.database not in (None, "", ":memory:"):
             # readers (the service) keep working while an import writes
@@ -458,6 +529,7 @@ class EventStore:
 
     # ------------------------------------------------------------------ events
 
+    @_operation
     def import_folder(self, folder: str | Path) -> Imported:
         """Validate the RetailRocket files of ``folder`` and store what training reads.
 
@@ -499,6 +571,7 @@ class EventStore:
             tree = self.replace_category_tree(load_category_tree(folder / C.CATEGORY_TREE_FILE))
         return Imported(added, properties, tree, future)
 
+    @_operation
     def append_item_properties(self, props: pd.DataFrame) -> int:
         """Store the :data:`TRAINING_PROPERTIES` rows of a validated property log.
 
@@ -518,6 +591,7 @@ class EventStore:
         log.info("item properties: %d training rows, %d new in the store", len(rows), added)
         return added
 
+    @_operation
     def replace_category_tree(self, tree: pd.DataFrame) -> int:
         """Store a validated category tree; a category's stored parent becomes the given one.
 
@@ -531,6 +605,7 @@ class EventStore:
         log.info("category tree: %d categories, %d new or changed", len(rows), added)
         return added
 
+    @_operation
     def append_events(self, df: pd.DataFrame) -> int:
         """Store events posted by the service.
 
@@ -595,6 +670,7 @@ class EventStore:
             _VISITOR_INDEX.create(conn)
         return added
 
+    @_operation
     def read_events(self, start_ms: int | None = None, end_ms: int | None = None) -> pd.DataFrame:
         """Events with ``start_ms <= timestamp < end_ms`` (None: unbounded).
 
@@ -613,6 +689,7 @@ class EventStore:
         data = np.array(self._fetch(_window(query, t, start_ms, end_ms)), dtype=np.int64)
         return build_events_frame(*data.reshape(-1, 5).T)[0]
 
+    @_operation
     def read_item_properties(self, end_ms: int | None = None) -> pd.DataFrame:
         """The stored property rows with ``timestamp < end_ms`` (None: all).
 
@@ -633,6 +710,7 @@ class EventStore:
             frame[C.VALUE].to_numpy(str),
         )
 
+    @_operation
     def read_category_tree(self) -> pd.DataFrame:
         """The stored category tree, as :func:`~recsys.data.load.load_category_tree` returns it."""
         self._ensure_schema()
@@ -650,6 +728,7 @@ class EventStore:
             category_tree=self.read_category_tree(),
         )
 
+    @_operation
     def event_counts(
         self, start_ms: int | None = None, end_ms: int | None = None
     ) -> dict[str, int]:
@@ -661,6 +740,7 @@ class EventStore:
         counts.update({str(e): int(n) for e, n in self._fetch(_window(query, t, start_ms, end_ms))})
         return counts
 
+    @_operation
     def newest_event_ms(self, before_ms: int | None = None) -> int | None:
         """Timestamp of the newest event before ``before_ms`` (None: the store holds none)."""
         self._ensure_schema()
@@ -668,6 +748,7 @@ class EventStore:
         (newest,) = self._fetch(_window(select(func.max(t[C.TIMESTAMP])), t, None, before_ms))[0]
         return None if newest is None else int(newest)
 
+    @_operation
     def schema_problems(self) -> list[str]:
         """What the database lacks of this store's tables and columns (empty: all there).
 
@@ -690,6 +771,7 @@ class EventStore:
 
     # ------------------------------------------------------------------ exposures
 
+    @_operation
     def log_exposures(self, rows: pd.DataFrame | Iterable[Sequence[Any]]) -> int:
         """Store served recommendation lists (one row per request).
 
@@ -745,6 +827,7 @@ class EventStore:
             finally:
                 cursor.close()
 
+    @_operation
     def read_exposures(
         self,
         start_ms: int | None = None,
@@ -789,6 +872,7 @@ class EventStore:
             frame[C.ITEM_IDS] = parse_item_ids(frame[C.ITEM_IDS])
         return frame
 
+    @_operation
     def read_outcomes(
         self, experiment: str, start_ms: int | None = None, end_ms: int | None = None
     ) -> pd.DataFrame:
@@ -837,6 +921,7 @@ class EventStore:
             frame[name] = frame[name].astype(np.int64)
         return frame
 
+    @_operation
     def visitor_activity(self, experiment: str, days: float | None = None) -> pd.DataFrame:
         """Events of each visitor exposed in ``experiment`` before their first exposure in it
         (the last ``days`` days before it; None = all): a covariate the experiment cannot
