@@ -29,6 +29,7 @@ from fastapi_service.dependencies import (
     SettingsDep,
     require_admin,
 )
+from fastapi_service.model_manager import PROBLEMS, public_uri
 from fastapi_service.schemas import (
     DEFAULT_K,
     ArmInfo,
@@ -190,9 +191,10 @@ async def ready(manager: ManagerDep, settings: SettingsDep) -> Response:
         ready=model is not None,
         model_version=model.version if model else None,
         model_source=model.source if model else None,
-        model_uri=settings.model_uri,
+        model_uri=public_uri(settings.model_uri),
         registry_reachable=manager.registry_reachable,
-        detail=manager.last_error,
+        code=manager.problem,
+        detail=PROBLEMS.get(manager.problem or ""),
     )
     return JSONResponse(body.model_dump(), status_code=200 if model is not None else 503)
 
@@ -203,9 +205,8 @@ async def model_info(manager: ManagerDep) -> ModelInfo:
     model = manager.served()
     return ModelInfo(
         version=model.version,
-        uri=model.uri,
+        uri=public_uri(model.uri),
         model_source=model.source,
-        path=str(model.path),
         policy=model.policy,
         loaded_at=model.loaded_at,
         n_items=model.bundle.n_items,

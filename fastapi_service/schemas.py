@@ -116,6 +116,9 @@ class FieldError(BaseModel):
 
 
 class ErrorResponse(BaseModel):
+    code: str = Field(
+        description="Stable error code to act on, e.g. 'store_unavailable', 'invalid_request'."
+    )
     detail: str = Field(description="What is wrong, in one sentence.")
     errors: list[FieldError] = Field(default_factory=list)
 
@@ -128,11 +131,16 @@ class Ready(BaseModel):
     ready: bool
     model_version: str | None
     model_source: str | None = Field(description="registry, cache or local.")
-    model_uri: str
+    model_uri: str = Field(description="The registry URI served, or 'local bundle'.")
     registry_reachable: bool | None = Field(
         description="Whether the last registry lookup succeeded (null for a local bundle)."
     )
-    detail: str | None = None
+    code: str | None = Field(
+        None,
+        description="Stable code of the model's last problem (null: none), e.g. "
+        "'registry_unreachable', 'model_load_failed', 'serving_cache'.",
+    )
+    detail: str | None = Field(None, description="That problem in one sentence (details: logs).")
 
 
 class ArmInfo(BaseModel):
@@ -144,9 +152,8 @@ class ArmInfo(BaseModel):
 
 class ModelInfo(BaseModel):
     version: str
-    uri: str
+    uri: str = Field(description="The registry URI served, or 'local bundle'.")
     model_source: str
-    path: str
     policy: Policy
     loaded_at: float = Field(description="Unix time the model was loaded.")
     n_items: int

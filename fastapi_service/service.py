@@ -218,7 +218,7 @@ class Service:
                 f"batch of {len(events)} events is over the limit of {limit} (max_batch)"
             )
         if self.store is None:
-            raise StoreUnavailable(f"event store unavailable: {self.store_error}")
+            raise StoreUnavailable("event store unavailable; retry later")
         now_ms = int(time.time() * 1000)
         stamps = [now_ms if e.timestamp is None else e.timestamp for e in events]
         tolerance_ms = int(self.settings.future_tolerance_s * 1000)

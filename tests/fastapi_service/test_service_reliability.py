@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from service_testkit import ADMIN_TOKEN, wait_until, write_bundle
 
 pytestmark = pytest.mark.service
 
@@ -54,3 +56,38 @@ def test_id_range_is_the_events_contract(client: TestClient) -> None:
     assert client.post("/events", json=event | {"transactionid": MAX_ID}).status_code == 202
     reply = client.post("/events", json=event | {"transactionid": MAX_ID + 1})
     assert reply.status_code == 422 and reply.json()["errors"][0]["field"] == "body.transactionid"
+
+
+def _no_internals(body: str, *secrets: str) -> None:
+    for secret in (*secrets, "Error", "Traceback", "/tmp", "sqlite"):
+        assert secret not in body, (secret, body)
+
+
+def test_client_facing_bodies_show_no_paths_nor_driver_errors(
+    client_factory, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    missing = tmp_path / "not-yet"
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    client = client_factory(
+        ready=False, model_uri=str(missing), db_url=f"sqlite:///{blocker}/events.db"
+    )
+    wait_until(lambda: client.get("/health/ready").json()["code"] is not None, 10, "a problem")
+    ready = client.get("/health/ready")
+    assert ready.status_code == 503 and ready.json()["code"] == "model_load_failed"
+    assert ready.json()["model_uri"] == "local bundle"
+    _no_internals(ready.text, str(tmp_path))
+    reply = client.get("/model")
+    assert reply.status_code == 503 and reply.json()["code"] == "model_not_ready"
+    reply = client.post("/events", json={"visitorid": 1, "event": "view", "itemid": 100})
+    assert reply.status_code == 503 and reply.json()["code"] == "store_unavailable"
+    _no_internals(reply.text, str(tmp_path))
+
+    write_bundle(missing, version="late")
+    assert client.post(
+        "/admin/reload", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    ).is_success
+    model = client.get("/model")
+    assert model.status_code == 200 and "path" not in model.json()
+    _no_internals(model.text, str(tmp_path))
+    _no_internals(client.get("/health/ready").text, str(tmp_path))
