@@ -174,6 +174,11 @@ class ServiceMetrics:
             ["table"],
             registry=reg,
         )
+        self.event_store_up = Gauge(
+            "recsys_event_store_up",
+            "1 when the last use of the event store succeeded, else 0 (POST /events answers 503).",
+            registry=reg,
+        )
         self.exposures_dropped = Counter(
             "recsys_exposures_dropped",
             "Exposures dropped because the buffer was full or the store failed.",

@@ -184,7 +184,7 @@ async def live() -> Live:
     responses={503: {"model": Ready, "description": "No model loaded."}},
     summary="A model is loaded and served",
 )
-async def ready(manager: ManagerDep, settings: SettingsDep) -> Response:
+async def ready(manager: ManagerDep, settings: SettingsDep, service: ServiceDep) -> Response:
     """200 with the served model once one is loaded, else 503 (with the reason in ``detail``)."""
     model = manager.current
     body = Ready(
@@ -195,6 +195,7 @@ async def ready(manager: ManagerDep, settings: SettingsDep) -> Response:
         registry_reachable=manager.registry_reachable,
         code=manager.problem,
         detail=PROBLEMS.get(manager.problem or ""),
+        event_store="ok" if service.store_up else "unavailable",
     )
     return JSONResponse(body.model_dump(), status_code=200 if model is not None else 503)
 

@@ -141,6 +141,11 @@ class Ready(BaseModel):
         "'registry_unreachable', 'model_load_failed', 'serving_cache'.",
     )
     detail: str | None = Field(None, description="That problem in one sentence (details: logs).")
+    event_store: Literal["ok", "unavailable"] = Field(
+        "ok",
+        description="Whether the last use of the event store succeeded; POST /events answers "
+        "503 while it is unavailable (recommendations go on).",
+    )
 
 
 class ArmInfo(BaseModel):

@@ -65,8 +65,10 @@ class Service:
         self.metrics = metrics
         self.history = OnlineHistory(settings.history_visitors, settings.history_items)
         self.exposures = ExposureBuffer(settings.exposure_buffer)
+        #: None only when the store URL is unusable (then POST /events is always 503)
         self.store: EventStore | None = None
-        self.store_error: str | None = None
+        #: whether the last use of the store succeeded (readiness, a metric); None: not tried
+        self.store_up: bool | None = None
         self._flush_task: asyncio.Task[None] | None = None
         self._ab_task: asyncio.Task[None] | None = None
         self.router = Router(manager.experiments)
@@ -93,20 +95,40 @@ class Service:
     def _open_store(self) -> None:
         from recsys.data.store import EventStore, safe_url
 
-        url = self.settings.db_url
         try:
-            store = EventStore(url)
-            store.create_schema()  # also creates the folder of a SQLite file
-        except Exception as exc:
-            # the service still recommends; POST /events answers 503 until a restart
-            self.store_error = f"{type(exc).__name__}: {exc}"
-            log.error("event store %s unavailable: %s", safe_url(url), self.store_error)
+            self.store = EventStore(self.settings.db_url)
+        except Exception as exc:  # an unusable URL: no retry can help
+            log.error("event store %s unusable: %s", safe_url(self.settings.db_url), exc)
+            self._store_state(False)
             return
-        self.store = store
+        self._probe_store()
+
+    def _probe_store(self) -> None:
+        """Connect and create the schema if missing (a store down at start or re-created)."""
+        if self.store is None:
+            return
+        try:
+            self.store.create_schema()  # also creates the folder of a SQLite file
+        except Exception as exc:
+            self._store_state(False, exc)
+        else:
+            self._store_state(True)
+
+    def _store_state(self, up: bool, error: Exception | None = None) -> None:
+        """Record the store's state (readiness, the gauge); log its changes, not every failure."""
+        if up != self.store_up:
+            if up:
+                log.info("event store available")
+            else:
+                log.error("event store unavailable: %s", error)
+        self.store_up = up
+        self.metrics.event_store_up.set(1 if up else 0)
 
     async def _flush_forever(self) -> None:
         while True:
             await asyncio.sleep(self.settings.exposure_flush_s)
+            if not self.store_up:  # the outage heals without waiting for a client's write
+                await run_in_threadpool(self._probe_store)
             await self.flush_exposures()
 
     async def _ab_metrics_forever(self) -> None:
@@ -239,11 +261,13 @@ class Service:
             raise  # the client's data, not a store failure
         except Exception as exc:
             self.metrics.event_store_errors.labels(table="events").inc()
+            self._store_state(False, exc)
             log.error("writing %d events failed: %s", len(events), exc)
             raise StoreUnavailable(
                 "event store unavailable; the events were applied to recommendations "
                 "but not stored, retry later"
             ) from exc
+        self._store_state(True)
         for event_type, count in Counter(e.event for e in events).items():
             self.metrics.events.labels(event=event_type).inc(count)
         return EventsAccepted(received=len(events), stored=int(stored))
@@ -261,9 +285,12 @@ class Service:
             # per-row work): the worker thread holds the GIL only a few us per row
             await run_in_threadpool(self.store.log_exposures, rows)
         except Exception as exc:
+            self._store_state(False, exc)
             self.metrics.event_store_errors.labels(table="exposures").inc()
             self.metrics.exposures_dropped.inc(len(rows))
             log.error("writing %d exposures failed: %s", len(rows), exc)
+        else:
+            self._store_state(True)
 
 
 def events_frame(events: list[Event], stamps: list[int]) -> pd.DataFrame:

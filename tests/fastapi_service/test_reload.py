@@ -118,7 +118,9 @@ def test_reload_swaps_registry_versions_under_load_without_failures(
         "model_source": "registry",
         "model_uri": registry.uri,
         "registry_reachable": True,
+        "code": None,
         "detail": None,
+        "event_store": "ok",
     }
     v2 = registry.register(write_bundle(tmp_path / "b2" / "bundle", seed=2))
     with Hammer(server.url) as hammer:

@@ -444,6 +444,7 @@ def test_health_and_model(client: TestClient) -> None:
         "registry_reachable": None,
         "code": None,
         "detail": None,
+        "event_store": "ok",
     }
     model = client.get("/model").json()
     assert model["version"] == "v1"

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import time
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 from fastapi.testclient import TestClient
-from service_testkit import ADMIN_TOKEN, wait_until, write_bundle
+from service_testkit import ADMIN_TOKEN, metric, wait_until, write_bundle
 
 pytestmark = pytest.mark.service
 
@@ -91,3 +94,64 @@ def test_client_facing_bodies_show_no_paths_nor_driver_errors(
     assert model.status_code == 200 and "path" not in model.json()
     _no_internals(model.text, str(tmp_path))
     _no_internals(client.get("/health/ready").text, str(tmp_path))
+
+
+@pytest.fixture
+def pg_database(pg_admin_dsn: str) -> Iterator[tuple[str, Callable[[str], None]]]:
+    """A unique PostgreSQL database name (not created) and a function running admin SQL;
+    the database is dropped after the test."""
+    name = f"i15_{uuid.uuid4().hex[:10]}"
+
+    def admin(statement: str) -> None:
+        with psycopg.connect(pg_admin_dsn, autocommit=True) as conn:
+            conn.execute(statement.format(db=name))  # type: ignore[arg-type]
+
+    try:
+        yield name, admin
+    finally:
+        admin("DROP DATABASE IF EXISTS {db} WITH (FORCE)")
+
+
+def _recovery_s(client: TestClient, event: dict[str, object]) -> float:
+    """Seconds until POST /events is taken again (posting every 20 ms, at most 10 s)."""
+    started = time.perf_counter()
+    while client.post("/events", json=event).status_code != 202:
+        assert time.perf_counter() - started < 10, "POST /events did not recover within 10 s"
+        time.sleep(0.02)
+    return time.perf_counter() - started
+
+
+@pytest.mark.postgres
+def test_post_events_recovers_when_the_database_comes_back(
+    client_factory: Callable[..., TestClient], pg_database: tuple[str, Callable[[str], None]]
+) -> None:
+    name, admin = pg_database
+    client = client_factory(db_url=f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}")
+    event = {"visitorid": 1, "event": "view", "itemid": 100}
+    # unreachable at start (no such database): still ready to recommend, the store reported
+    ready = client.get("/health/ready").json()
+    assert ready["ready"] is True and ready["event_store"] == "unavailable", ready
+    assert metric(client.get("/metrics").text, "recsys_event_store_up") == 0
+    reply = client.post("/events", json=event)
+    assert reply.status_code == 503 and reply.json()["code"] == "store_unavailable"
+
+    admin("CREATE DATABASE {db}")
+    after_start = _recovery_s(client, event)
+    assert client.get("/health/ready").json()["event_store"] == "ok"
+    assert metric(client.get("/metrics").text, "recsys_event_store_up") == 1
+
+    admin("DROP DATABASE {db} WITH (FORCE)")  # also kills the pooled connections
+    assert client.post("/events", json=event).status_code == 503
+    admin("CREATE DATABASE {db}")
+    after_recreate = _recovery_s(client, event)  # the schema is created again
+
+    admin(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+        "WHERE datname = '{db}' AND pid <> pg_backend_pid()"
+    )
+    after_kill = _recovery_s(client, event)  # pre-ping: the next request just works
+    print(
+        f"\nPOST /events recovery: database created after start {after_start:.3f} s, "
+        f"dropped and re-created {after_recreate:.3f} s, connections killed {after_kill:.3f} s"
+    )
+    assert after_kill < 0.5

@@ -74,6 +74,8 @@ from recsys.exceptions import (
 log = logging.getLogger(__name__)
 
 _CHUNK = 100_000
+#: PostgreSQL advisory lock key held while the schema is created
+_SCHEMA_LOCK = 0x7265637379730F  # "recsys", issue 15
 _SQLITE_REBUILD_ROWS = 200_000
 _ID = BigInteger().with_variant(Integer, "sqlite")  # SQLite autoincrements INTEGER keys only
 _EVENT_LIST = ", ".join(f"'{e}'" for e in C.EVENT_TYPES)
@@ -465,7 +467,9 @@ class EventStore:
             if self.dialect == "sqlite"
             else {"connect_timeout": max(1, round(timeout))}
         )
-        self.engine: Engine = create_engine(parsed, connect_args=connect_args)
+        # pre-ping: a connection the server dropped (restart, failover, killed) is replaced
+        # before use instead of failing the next request
+        self.engine: Engine = create_engine(parsed, connect_args=connect_args, pool_pre_ping=True)
         self._schema_ready = False
 
     def unreachable(self, exc: BaseException) -> str | None:
@@ -498,7 +502,12 @@ class EventStore:
                     f"event store {safe_url(self.url)}: cannot create the folder {folder}: "
                     f"{exc.strerror or exc}"
                 ) from exc
-        metadata.create_all(self.engine)
+        with self.engine.begin() as conn:
+            if self.dialect == "postgresql":
+                # concurrent first imports would race on CREATE TABLE (pg_type's unique index):
+                # one at a time, the others then find the tables there
+                conn.execute(select(func.pg_advisory_xact_lock(_SCHEMA_LOCK)))
+            metadata.create_all(conn)
         if self.dialect == "sqlite" and self.url.database not in (None, "", ":memory:"):
             # readers (the service) keep working while an import writes
             with self.engine.connect() as conn:

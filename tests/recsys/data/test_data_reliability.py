@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import logging
+import multiprocessing
+import os
 import time
+import uuid
 from pathlib import Path
+from typing import Any
 
+import psycopg
 import pytest
 
 from recsys.columns import ADDTOCART, VIEW
@@ -83,3 +88,37 @@ def test_errors_quote_a_short_prefix_of_a_huge_value(tmp_path: Path) -> None:
     with pytest.raises(DataValidationError, match=r"'xxxx.*\(10,485,760 characters\)") as caught:
         load_events(path)
     assert caught.value.line == 3 and len(str(caught.value)) < 400
+
+
+def _create_schema(url: str, barrier: Any) -> None:
+    barrier.wait()  # all four at once: the race of first imports
+    try:
+        EventStore(url).create_schema()
+    except Exception as exc:
+        print(f"create_schema failed: {exc}"[:300], flush=True)
+        os._exit(1)
+
+
+@pytest.mark.postgres
+def test_concurrent_first_schema_creation_on_postgres(pg_admin_dsn: str) -> None:
+    """Four processes create the schema of one empty database at once, three times over."""
+    context = multiprocessing.get_context("fork")  # forked: no second import of the package
+    for _ in range(3):
+        name = f"i15_{uuid.uuid4().hex[:10]}"
+        with psycopg.connect(pg_admin_dsn, autocommit=True) as admin:
+            admin.execute(f"CREATE DATABASE {name}")  # type: ignore[arg-type]
+        try:
+            url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+            barrier = context.Barrier(4)
+            processes = [
+                context.Process(target=_create_schema, args=(url, barrier)) for _ in range(4)
+            ]
+            for process in processes:
+                process.start()
+            for process in processes:
+                process.join(60)
+            assert [p.exitcode for p in processes] == [0] * 4
+            assert EventStore(url).schema_problems() == []
+        finally:
+            with psycopg.connect(pg_admin_dsn, autocommit=True) as admin:
+                admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")  # type: ignore[arg-type]
