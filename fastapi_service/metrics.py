@@ -184,6 +184,11 @@ class ServiceMetrics:
             "Exposures dropped because the buffer was full or the store failed.",
             registry=reg,
         )
+        self.exposures_expired = Counter(
+            "recsys_exposures_expired",
+            "Exposures deleted from the store because they are older than the retention.",
+            registry=reg,
+        )
         self.history_visitors = Gauge(
             "recsys_online_history_visitors",
             "Visitors with an online history kept in memory.",

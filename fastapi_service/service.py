@@ -42,6 +42,8 @@ log = logging.getLogger("fastapi_service")
 
 #: the variant label of requests served outside any experiment
 VARIANT = "control"
+#: seconds between deletions of expired exposures (one indexed DELETE each)
+RETENTION_CHECK_S = 600.0
 
 
 class Service:
@@ -76,6 +78,7 @@ class Service:
         # hex but without the os.urandom call per request; unique across restarts/processes
         self._request_prefix = secrets.token_hex(8)
         self._request_numbers = itertools.count()
+        self._expired_at = -RETENTION_CHECK_S  # monotonic time of the last retention pass
 
     async def start(self) -> None:
         """Open the event store and start the exposure flush loop."""
@@ -291,6 +294,26 @@ class Service:
             log.error("writing %d exposures failed: %s", len(rows), exc)
         else:
             self._store_state(True)
+            await self.expire_exposures()
+
+    async def expire_exposures(self) -> None:
+        """Delete exposures older than ``exposure_retention_days``, at most every
+        :data:`RETENTION_CHECK_S` (errors are logged: the next pass tries again)."""
+        days = self.settings.exposure_retention_days
+        if self.store is None or days <= 0:
+            return
+        if time.monotonic() - self._expired_at < RETENTION_CHECK_S:
+            return
+        self._expired_at = time.monotonic()
+        before = int((time.time() - days * 86_400) * 1000)
+        try:
+            deleted = await run_in_threadpool(self.store.delete_exposures, before)
+        except Exception as exc:
+            log.error("deleting expired exposures failed: %s", exc)
+            return
+        self.metrics.exposures_expired.inc(deleted)
+        if deleted:
+            log.info("deleted %d exposures older than %g days", deleted, days)
 
 
 def events_frame(events: list[Event], stamps: list[int]) -> pd.DataFrame:

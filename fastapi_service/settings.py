@@ -87,6 +87,13 @@ class ServiceSettings(BaseSettings):
         ge=1,
         description="Most exposures buffered in memory; older ones are dropped.",
     )
+    exposure_retention_days: float = Field(
+        default=30.0,
+        ge=0,
+        description="Exposures older than this are deleted from the store (checked at most "
+        "every 10 minutes, after a flush); 0 keeps them forever. Keep it longer than any A/B "
+        "experiment plus its attribution window.",
+    )
     experiment: str = Field(
         default="default",
         description="Experiment name written with exposures served outside any A/B experiment.",

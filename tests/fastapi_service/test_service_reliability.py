@@ -155,3 +155,20 @@ def test_post_events_recovers_when_the_database_comes_back(
         f"dropped and re-created {after_recreate:.3f} s, connections killed {after_kill:.3f} s"
     )
     assert after_kill < 0.5
+
+
+def test_exposures_older_than_the_retention_are_deleted(
+    client_factory: Callable[..., TestClient],
+) -> None:
+    client = client_factory(exposure_retention_days=1)
+    service = client.app.state.service  # type: ignore[attr-defined]
+    now = int(time.time() * 1000)
+    old = ("old", now - 2 * 86_400_000, 1, "default", "control", "v1", "1,2")
+    kept = ("kept", now - 3_600_000, 1, "default", "control", "v1", "1,2")
+    service.store.log_exposures([old, kept])
+    reply = client.get("/recommendations?user_id=1")
+    assert client.portal is not None
+    client.portal.call(service.flush_exposures)  # writes, then deletes the expired ones
+    stored = set(service.store.read_exposures()["request_id"])
+    assert stored == {"kept", reply.json()["request_id"]}
+    assert metric(client.get("/metrics").text, "recsys_exposures_expired_total") == 1

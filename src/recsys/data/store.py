@@ -837,6 +837,15 @@ class EventStore:
                 cursor.close()
 
     @_operation
+    def delete_exposures(self, before_ms: int) -> int:
+        """Delete the exposures logged before ``before_ms`` (retention); returns how many."""
+        self._ensure_schema()
+        t = exposures_table
+        with self.engine.begin() as conn:
+            result = conn.execute(t.delete().where(t.c[C.TIMESTAMP] < int(before_ms)))
+            return max(result.rowcount, 0)
+
+    @_operation
     def read_exposures(
         self,
         start_ms: int | None = None,

@@ -122,3 +122,17 @@ def test_concurrent_first_schema_creation_on_postgres(pg_admin_dsn: str) -> None
         finally:
             with psycopg.connect(pg_admin_dsn, autocommit=True) as admin:
                 admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def test_delete_exposures_before_a_time(
+    backend: str, request: pytest.FixtureRequest, tmp_sqlite_url: str
+) -> None:
+    url = tmp_sqlite_url if backend == "sqlite" else request.getfixturevalue("pg_url")
+    store = EventStore(url)
+    rows = [(f"r{i}", T0 + i * DAY, 1, "default", "control", "v1", "1,2") for i in range(5)]
+    store.log_exposures(rows)
+    assert store.delete_exposures(T0 + 2 * DAY) == 2
+    assert store.read_exposures()["request_id"].tolist() == ["r2", "r3", "r4"]
