@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
+from http import HTTPStatus
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
@@ -22,9 +23,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 import recsys
 from fastapi_service.errors import (
     BatchTooLarge,
+    EventRejected,
     Forbidden,
     ModelNotReady,
     ReloadFailed,
+    ServiceError,
     StoreUnavailable,
     Unauthorized,
 )
@@ -47,7 +50,8 @@ without downtime, runs A/B experiments (variants by visitor hash, exposures logg
 Prometheus metrics at `/metrics`.
 """
 
-#: domain error -> (status code, extra headers); the message of the error is the ``detail``
+#: domain error -> (status code, extra headers); the error's message is the ``detail``, its
+#: class's ``code`` the ``code``
 ERROR_STATUS: dict[type[Exception], tuple[int, dict[str, str] | None]] = {
     ModelNotReady: (503, None),
     StoreUnavailable: (503, None),
@@ -97,6 +101,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     app.router.routes[0:0] = fast_routes
     for error, (status, headers) in ERROR_STATUS.items():
         app.add_exception_handler(error, _domain_error(status, headers))
+    app.add_exception_handler(EventRejected, _rejected_event)  # type: ignore[arg-type]
     app.add_exception_handler(DataValidationError, _data_error)  # type: ignore[arg-type]
     app.add_exception_handler(ConfigurationError, _configuration_error)
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
@@ -110,12 +115,13 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
 
 def error_response(
     status: int,
+    code: str,
     detail: str,
     errors: Iterable[FieldError] = (),
     headers: Mapping[str, str] | None = None,
 ) -> JSONResponse:
-    """An :class:`ErrorResponse` body with ``status``."""
-    body = ErrorResponse(detail=detail, errors=list(errors))
+    """An :class:`ErrorResponse` body with ``status`` and the stable error ``code``."""
+    body = ErrorResponse(code=code, detail=detail, errors=list(errors))
     return JSONResponse(body.model_dump(), status_code=status, headers=headers)
 
 
@@ -123,21 +129,27 @@ def _domain_error(
     status: int, headers: dict[str, str] | None
 ) -> Callable[[Request, Exception], Awaitable[JSONResponse]]:
     async def handler(_: Request, exc: Exception) -> JSONResponse:
-        return error_response(status, str(exc), headers=headers)
+        code = exc.code if isinstance(exc, ServiceError) else "service_error"
+        return error_response(status, code, str(exc), headers=headers)
 
     return handler
+
+
+async def _rejected_event(_: Request, exc: EventRejected) -> JSONResponse:
+    error = FieldError(field=exc.field, message=str(exc))
+    return error_response(422, exc.code, f"{exc.field}: {exc}", [error])
 
 
 async def _data_error(_: Request, exc: DataValidationError) -> JSONResponse:
     # only a posted event reaches the store: the data is the client's
     error = FieldError(field=f"body.{exc.column}" if exc.column else "body", message=exc.reason)
-    return error_response(422, f"event rejected by the store: {exc}", [error])
+    return error_response(422, EventRejected.code, f"event rejected by the store: {exc}", [error])
 
 
 async def _configuration_error(request: Request, exc: Exception) -> JSONResponse:
     # the message may name a database URL: logged, not answered
     log.error("misconfigured, on %s %s: %s", request.method, request.url.path, exc)
-    return error_response(500, "service misconfigured; see the service log")
+    return error_response(500, "misconfigured", "service misconfigured; see the service log")
 
 
 def _field(loc: tuple[Any, ...] | list[Any]) -> str:
@@ -154,6 +166,24 @@ def _field(loc: tuple[Any, ...] | list[Any]) -> str:
     return text
 
 
+#: the code of a request that does not match the API (parameters, JSON, schema)
+INVALID_REQUEST = "invalid_request"
+
+
+def _status_code(status: int) -> str:
+    """The error code of an HTTP status without a domain error, e.g. 404 -> ``not_found``.
+
+    >>> _status_code(405)
+    'method_not_allowed'
+    """
+    if status == 413:
+        return BatchTooLarge.code
+    try:
+        return HTTPStatus(status).phrase.lower().replace(" ", "_").replace("-", "_")
+    except ValueError:
+        return "http_error"
+
+
 async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
     errors = []
     for error in exc.errors():
@@ -166,7 +196,7 @@ async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResp
         else:
             errors.append(FieldError(field=_field(error["loc"]), message=str(error["msg"])))
     detail = "; ".join(f"{e.field}: {e.message}" for e in errors) or "invalid request"
-    return error_response(422, detail, errors)
+    return error_response(422, INVALID_REQUEST, detail, errors)
 
 
 #: FastAPI's 400 for a body it cannot decode (e.g. not UTF-8): answered like other bad bodies
@@ -176,13 +206,14 @@ _UNPARSABLE_BODY = "There was an error parsing the body"
 async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
     if exc.status_code == 400 and exc.detail == _UNPARSABLE_BODY:
         error = FieldError(field="body", message="not valid JSON text (UTF-8 expected)")
-        return error_response(422, f"body: {error.message}", [error])
-    return error_response(exc.status_code, str(exc.detail), headers=exc.headers)
+        return error_response(422, INVALID_REQUEST, f"body: {error.message}", [error])
+    code = _status_code(exc.status_code)
+    return error_response(exc.status_code, code, str(exc.detail), headers=exc.headers)
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
-    return error_response(500, "internal error")
+    return error_response(500, "internal_error", "internal error")
 
 
 class BodyLimitMiddleware:
@@ -199,7 +230,7 @@ class BodyLimitMiddleware:
         message = f"request body over {self.max_bytes} bytes (max_batch events)"
         for name, value in scope["headers"]:
             if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
-                await error_response(413, message)(scope, receive, send)
+                await error_response(413, BatchTooLarge.code, message)(scope, receive, send)
                 return
         received = 0
 

@@ -181,9 +181,19 @@ class ServiceMetrics:
             ["table"],
             registry=reg,
         )
+        self.event_store_up = Gauge(
+            "recsys_event_store_up",
+            "1 when the last use of the event store succeeded, else 0 (POST /events answers 503).",
+            registry=reg,
+        )
         self.exposures_dropped = Counter(
             "recsys_exposures_dropped",
             "Exposures dropped because the buffer was full or the store failed.",
+            registry=reg,
+        )
+        self.exposures_expired = Counter(
+            "recsys_exposures_expired",
+            "Exposures deleted from the store because they are older than the retention.",
             registry=reg,
         )
         self.history_visitors = Gauge(

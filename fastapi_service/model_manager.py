@@ -88,6 +88,17 @@ class Reload:
     previous: LoadedModel | None
 
 
+REGISTRY_UNREACHABLE = "registry_unreachable"
+LOAD_FAILED = "model_load_failed"
+SERVING_CACHE = "serving_cache"
+#: the model's problems as readiness tells clients: stable code -> message (details: the log)
+PROBLEMS = {
+    REGISTRY_UNREACHABLE: "the model registry cannot be reached",
+    LOAD_FAILED: "loading the model failed; see the service log",
+    SERVING_CACHE: "serving the cached bundle: the model registry cannot be reached",
+}
+
+
 class ModelManager:
     """Owner of the served model and of the registry status that readiness reports.
 
@@ -120,7 +131,10 @@ class ModelManager:
         self.current: LoadedModel | None = None
         #: whether the last registry lookup succeeded; None while no registry was asked
         self.registry_reachable: bool | None = None
+        #: the last problem, for the log (may hold paths and driver errors)
         self.last_error: str | None = None
+        #: its stable code for clients (a key of PROBLEMS; None: no problem)
+        self.problem: str | None = None
         #: registry version whose load failed; polling does not retry it until the alias moves
         self._failed_version: str | None = None
         self._lock = asyncio.Lock()
@@ -213,12 +227,13 @@ class ModelManager:
                 except Exception as exc:
                     self._set_reachable(False)
                     self.last_error = f"registry lookup failed: {exc}"
+                    self.problem = REGISTRY_UNREACHABLE
                     if trigger == "poll" and current is not None:
                         log.warning(
                             "%s; still serving version %s", self.last_error, current.version
                         )
                         return Reload("unchanged", current, current)
-                    self._fail(trigger, self.last_error, exc)
+                    self._fail(trigger, REGISTRY_UNREACHABLE, self.last_error, exc)
                 self._set_reachable(True)
                 if current is not None and not force:
                     if version == current.version and references == current.references:
@@ -236,14 +251,14 @@ class ModelManager:
             except Exception as exc:
                 self._failed_version = version
                 what = f"version {version}" if version else self.settings.model_uri
-                self._fail(trigger, f"loading {what} failed: {exc}", exc)
+                self._fail(trigger, LOAD_FAILED, f"loading {what} failed: {exc}", exc)
             self._serve(model)
             self.metrics.reloads.labels(trigger=trigger, outcome="success").inc()
             return Reload("reloaded", model, current)
 
-    def _fail(self, trigger: Trigger, message: str, exc: Exception) -> NoReturn:
+    def _fail(self, trigger: Trigger, problem: str, message: str, exc: Exception) -> NoReturn:
         self.metrics.reloads.labels(trigger=trigger, outcome="failure").inc()
-        self.last_error = message
+        self.last_error, self.problem = message, problem
         serving = self.current.version if self.current else "nothing"
         log.error("%s reload failed, serving %s: %s", trigger, serving, message)
         raise ReloadFailed(f"{message}; still serving {serving}") from exc
@@ -264,10 +279,11 @@ class ModelManager:
         error = self.last_error
         previous, self.current = self.current, model
         self._failed_version = None
-        self.last_error = None
+        self.last_error, self.problem = None, None
         if model.source == "cache":
             self._set_reachable(False)
             self.last_error = f"serving the cached bundle: {error}"
+            self.problem = SERVING_CACHE
         self.metrics.set_model(
             model.version,
             model.source,
@@ -292,6 +308,15 @@ class ModelManager:
 def is_registry_uri(model_uri: str) -> bool:
     """True for ``models:/...`` URIs, False for local bundle folders."""
     return model_uri.startswith("models:/")
+
+
+def public_uri(model_uri: str) -> str:
+    """The model URI as clients see it: a registry URI, never a local path.
+
+    >>> public_uri("models:/recsys-lightfm@champion"), public_uri("/srv/bundle")
+    ('models:/recsys-lightfm@champion', 'local bundle')
+    """
+    return model_uri if is_registry_uri(model_uri) else "local bundle"
 
 
 def _tracking(settings: ServiceSettings) -> ModuleType:

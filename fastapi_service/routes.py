@@ -29,6 +29,7 @@ from fastapi_service.dependencies import (
     SettingsDep,
     require_admin,
 )
+from fastapi_service.model_manager import PROBLEMS, public_uri
 from fastapi_service.schemas import (
     DEFAULT_K,
     ArmInfo,
@@ -183,16 +184,18 @@ async def live() -> Live:
     responses={503: {"model": Ready, "description": "No model loaded."}},
     summary="A model is loaded and served",
 )
-async def ready(manager: ManagerDep, settings: SettingsDep) -> Response:
+async def ready(manager: ManagerDep, settings: SettingsDep, service: ServiceDep) -> Response:
     """200 with the served model once one is loaded, else 503 (with the reason in ``detail``)."""
     model = manager.current
     body = Ready(
         ready=model is not None,
         model_version=model.version if model else None,
         model_source=model.source if model else None,
-        model_uri=settings.model_uri,
+        model_uri=public_uri(settings.model_uri),
         registry_reachable=manager.registry_reachable,
-        detail=manager.last_error,
+        code=manager.problem,
+        detail=PROBLEMS.get(manager.problem or ""),
+        event_store="ok" if service.store_up else "unavailable",
     )
     return JSONResponse(body.model_dump(), status_code=200 if model is not None else 503)
 
@@ -203,9 +206,8 @@ async def model_info(manager: ManagerDep) -> ModelInfo:
     model = manager.served()
     return ModelInfo(
         version=model.version,
-        uri=model.uri,
+        uri=public_uri(model.uri),
         model_source=model.source,
-        path=str(model.path),
         policy=model.policy,
         loaded_at=model.loaded_at,
         n_items=model.bundle.n_items,

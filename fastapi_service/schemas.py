@@ -26,8 +26,9 @@ RequestId = Annotated[
         description="Id of the recommendation response that led to this event.",
     ),
 ]
-#: visitor, item and transaction ids: the events contract's range, one rule everywhere
-Id = Annotated[int, Field(ge=0, le=MAX_ID)]
+#: visitor, item and transaction ids of a posted event: the events contract's range, one rule
+#: everywhere; strict: ``true`` or ``"123"`` is not an id (the query's UserId is text by nature)
+Id = Annotated[int, Field(ge=0, le=MAX_ID, strict=True)]
 UserId = Annotated[int, Field(ge=0, le=MAX_ID, description="Visitor id (non-negative integer).")]
 TopK = Annotated[int, Field(ge=1, le=MAX_K, description=f"Number of items (1..{MAX_K}).")]
 
@@ -71,7 +72,9 @@ class Event(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    timestamp: Annotated[int, Field(ge=MIN_TIMESTAMP_MS, lt=MAX_TIMESTAMP_MS)] | None = Field(
+    timestamp: (
+        Annotated[int, Field(ge=MIN_TIMESTAMP_MS, lt=MAX_TIMESTAMP_MS, strict=True)] | None
+    ) = Field(
         None,
         description="Epoch milliseconds (years 2000-2099); default: the time it is received.",
     )
@@ -113,6 +116,9 @@ class FieldError(BaseModel):
 
 
 class ErrorResponse(BaseModel):
+    code: str = Field(
+        description="Stable error code to act on, e.g. 'store_unavailable', 'invalid_request'."
+    )
     detail: str = Field(description="What is wrong, in one sentence.")
     errors: list[FieldError] = Field(default_factory=list)
 
@@ -125,11 +131,21 @@ class Ready(BaseModel):
     ready: bool
     model_version: str | None
     model_source: str | None = Field(description="registry, cache or local.")
-    model_uri: str
+    model_uri: str = Field(description="The registry URI served, or 'local bundle'.")
     registry_reachable: bool | None = Field(
         description="Whether the last registry lookup succeeded (null for a local bundle)."
     )
-    detail: str | None = None
+    code: str | None = Field(
+        None,
+        description="Stable code of the model's last problem (null: none), e.g. "
+        "'registry_unreachable', 'model_load_failed', 'serving_cache'.",
+    )
+    detail: str | None = Field(None, description="That problem in one sentence (details: logs).")
+    event_store: Literal["ok", "unavailable"] = Field(
+        "ok",
+        description="Whether the last use of the event store succeeded; POST /events answers "
+        "503 while it is unavailable (recommendations go on).",
+    )
 
 
 class ArmInfo(BaseModel):
@@ -141,9 +157,8 @@ class ArmInfo(BaseModel):
 
 class ModelInfo(BaseModel):
     version: str
-    uri: str
+    uri: str = Field(description="The registry URI served, or 'local bundle'.")
     model_source: str
-    path: str
     policy: Policy
     loaded_at: float = Field(description="Unix time the model was loaded.")
     n_items: int

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from starlette.concurrency import run_in_threadpool
 
-from fastapi_service.errors import BatchTooLarge, StoreUnavailable
+from fastapi_service.errors import BatchTooLarge, EventRejected, StoreUnavailable
 from fastapi_service.metrics import ServiceMetrics
 from fastapi_service.model_manager import ModelManager
 from fastapi_service.schemas import Event, EventsAccepted
@@ -30,6 +30,7 @@ from fastapi_service.settings import ServiceSettings
 from fastapi_service.state import ExposureBuffer, History, OnlineHistory, RedisHistory
 from recsys import columns as C
 from recsys.abtest import Experiment, Router
+from recsys.data import schema
 from recsys.exceptions import DataValidationError
 
 if TYPE_CHECKING:
@@ -41,6 +42,8 @@ log = logging.getLogger("fastapi_service")
 
 #: the variant label of requests served outside any experiment
 VARIANT = "control"
+#: seconds between deletions of expired exposures (one indexed DELETE each)
+RETENTION_CHECK_S = 600.0
 
 
 class Service:
@@ -75,8 +78,10 @@ class Service:
         else:
             self.history = OnlineHistory(settings.history_visitors, settings.history_items)
         self.exposures = ExposureBuffer(settings.exposure_buffer)
+        #: None only when the store URL is unusable (then POST /events is always 503)
         self.store: EventStore | None = None
-        self.store_error: str | None = None
+        #: whether the last use of the store succeeded (readiness, a metric); None: not tried
+        self.store_up: bool | None = None
         self._flush_task: asyncio.Task[None] | None = None
         self._ab_task: asyncio.Task[None] | None = None
         self.router = Router(manager.experiments)
@@ -84,6 +89,7 @@ class Service:
         # hex but without the os.urandom call per request; unique across restarts/processes
         self._request_prefix = secrets.token_hex(8)
         self._request_numbers = itertools.count()
+        self._expired_at = -RETENTION_CHECK_S  # monotonic time of the last retention pass
 
     async def start(self) -> None:
         """Open the event store and start the exposure flush loop."""
@@ -103,20 +109,40 @@ class Service:
     def _open_store(self) -> None:
         from recsys.data.store import EventStore, safe_url
 
-        url = self.settings.db_url
         try:
-            store = EventStore(url)
-            store.create_schema()  # also creates the folder of a SQLite file
-        except Exception as exc:
-            # the service still recommends; POST /events answers 503 until a restart
-            self.store_error = f"{type(exc).__name__}: {exc}"
-            log.error("event store %s unavailable: %s", safe_url(url), self.store_error)
+            self.store = EventStore(self.settings.db_url)
+        except Exception as exc:  # an unusable URL: no retry can help
+            log.error("event store %s unusable: %s", safe_url(self.settings.db_url), exc)
+            self._store_state(False)
             return
-        self.store = store
+        self._probe_store()
+
+    def _probe_store(self) -> None:
+        """Connect and create the schema if missing (a store down at start or re-created)."""
+        if self.store is None:
+            return
+        try:
+            self.store.create_schema()  # also creates the folder of a SQLite file
+        except Exception as exc:
+            self._store_state(False, exc)
+        else:
+            self._store_state(True)
+
+    def _store_state(self, up: bool, error: Exception | None = None) -> None:
+        """Record the store's state (readiness, the gauge); log its changes, not every failure."""
+        if up != self.store_up:
+            if up:
+                log.info("event store available")
+            else:
+                log.error("event store unavailable: %s", error)
+        self.store_up = up
+        self.metrics.event_store_up.set(1 if up else 0)
 
     async def _flush_forever(self) -> None:
         while True:
             await asyncio.sleep(self.settings.exposure_flush_s)
+            if not self.store_up:  # the outage heals without waiting for a client's write
+                await run_in_threadpool(self._probe_store)
             await self.flush_exposures()
 
     async def _ab_metrics_forever(self) -> None:
@@ -215,6 +241,8 @@ class Service:
         ------
         BatchTooLarge
             More than ``max_batch`` events.
+        EventRejected
+            An event is dated more than ``future_tolerance_s`` after the server clock.
         StoreUnavailable
             The store is down; the events were applied to recommendations but not stored.
         recsys.exceptions.DataValidationError
@@ -226,9 +254,16 @@ class Service:
                 f"batch of {len(events)} events is over the limit of {limit} (max_batch)"
             )
         if self.store is None:
-            raise StoreUnavailable(f"event store unavailable: {self.store_error}")
+            raise StoreUnavailable("event store unavailable; retry later")
         now_ms = int(time.time() * 1000)
         stamps = [now_ms if e.timestamp is None else e.timestamp for e in events]
+        tolerance_ms = int(self.settings.future_tolerance_s * 1000)
+        limit = schema.future_limit_ms(tolerance_ms, now_ms)
+        late = next((i for i, t in enumerate(stamps) if t > limit), None)
+        if late is not None:
+            where = "body" if len(events) == 1 else f"body[{late}]"
+            reason = schema.FAR_FUTURE.format(tolerance_s=tolerance_ms / 1000)
+            raise EventRejected(reason, f"{where}.{C.TIMESTAMP}")
         self.history.add(
             (t, e.visitorid, e.itemid, e.event) for t, e in zip(stamps, events, strict=True)
         )
@@ -240,11 +275,13 @@ class Service:
             raise  # the client's data, not a store failure
         except Exception as exc:
             self.metrics.event_store_errors.labels(table="events").inc()
+            self._store_state(False, exc)
             log.error("writing %d events failed: %s", len(events), exc)
             raise StoreUnavailable(
                 "event store unavailable; the events were applied to recommendations "
                 "but not stored, retry later"
             ) from exc
+        self._store_state(True)
         for event_type, count in Counter(e.event for e in events).items():
             self.metrics.events.labels(event=event_type).inc(count)
         return EventsAccepted(received=len(events), stored=int(stored))
@@ -262,9 +299,32 @@ class Service:
             # per-row work): the worker thread holds the GIL only a few us per row
             await run_in_threadpool(self.store.log_exposures, rows)
         except Exception as exc:
+            self._store_state(False, exc)
             self.metrics.event_store_errors.labels(table="exposures").inc()
             self.metrics.exposures_dropped.inc(len(rows))
             log.error("writing %d exposures failed: %s", len(rows), exc)
+        else:
+            self._store_state(True)
+            await self.expire_exposures()
+
+    async def expire_exposures(self) -> None:
+        """Delete exposures older than ``exposure_retention_days``, at most every
+        :data:`RETENTION_CHECK_S` (errors are logged: the next pass tries again)."""
+        days = self.settings.exposure_retention_days
+        if self.store is None or days <= 0:
+            return
+        if time.monotonic() - self._expired_at < RETENTION_CHECK_S:
+            return
+        self._expired_at = time.monotonic()
+        before = int((time.time() - days * 86_400) * 1000)
+        try:
+            deleted = await run_in_threadpool(self.store.delete_exposures, before)
+        except Exception as exc:
+            log.error("deleting expired exposures failed: %s", exc)
+            return
+        self.metrics.exposures_expired.inc(deleted)
+        if deleted:
+            log.info("deleted %d exposures older than %g days", deleted, days)
 
 
 def events_frame(events: list[Event], stamps: list[int]) -> pd.DataFrame:

@@ -14,6 +14,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from recsys.abtest.config import DEFAULT_WINDOW_S
 from recsys.bundle import HISTORY_CAP
 from recsys.config import CHAMPION_ALIAS, MODEL_NAME, Settings
+from recsys.data.schema import FUTURE_TOLERANCE_MS
 from recsys.names import Policy
 
 DEFAULT_MODEL_URI = f"models:/{MODEL_NAME}@{CHAMPION_ALIAS}"
@@ -65,6 +66,11 @@ class ServiceSettings(BaseSettings):
     max_batch: int = Field(
         default=1000, ge=1, description="Most events accepted by one POST /events."
     )
+    future_tolerance_s: float = Field(
+        default=FUTURE_TOLERANCE_MS / 1000,
+        ge=0,
+        description="POST /events refuses events dated more than this after the server clock.",
+    )
     history_visitors: int = Field(
         default=100_000, ge=1, description="Visitors whose posted events are kept in memory (LRU)."
     )
@@ -95,6 +101,13 @@ class ServiceSettings(BaseSettings):
         default=100_000,
         ge=1,
         description="Most exposures buffered in memory; older ones are dropped.",
+    )
+    exposure_retention_days: float = Field(
+        default=30.0,
+        ge=0,
+        description="Exposures older than this are deleted from the store (checked at most "
+        "every 10 minutes, after a flush); 0 keeps them forever. Keep it longer than any A/B "
+        "experiment plus its attribution window.",
     )
     experiment: str = Field(
         default="default",

@@ -115,7 +115,8 @@ def main(argv: list[str] | None = None) -> int:
             webhook = os.environ.get("ALERTMANAGER_WEBHOOK_URL") or stack.enter_context(
                 printing_receiver()
             )
-            service = start_service(service_settings(args.var, workdir), args.port, workdir)
+            settings = service_settings(args.var, workdir)
+            service = start_service(settings, args.port, workdir)
             stack.callback(service.stop)
             alertmanager = start_alertmanager(
                 render_alertmanager_config(webhook),
@@ -141,7 +142,9 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
             if args.traffic > 0:
-                _traffic_in_background(service.url, args.traffic)
+                _traffic_in_background(
+                    service.url, args.traffic, _served_bundle(settings, args.var)
+                )
             deadline = time.monotonic() + args.exit_after if args.exit_after > 0 else None
             while deadline is None or time.monotonic() < deadline:
                 time.sleep(0.5)
@@ -156,13 +159,26 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _traffic_in_background(url: str, seconds: float) -> None:
+def _served_bundle(settings: dict[str, str], var: Path) -> Path:
+    """The served bundle's folder: the local one, else the service's cache of the registry's
+    (``/model`` shows clients no path)."""
+    uri = settings["RECSYS_MODEL_URI"]
+    if not uri.startswith("models:/"):
+        return Path(uri)
+    from recsys.tracking import latest_cached
+
+    cached = latest_cached(Path(settings.get("RECSYS_CACHE_DIR", var / "model-cache")))
+    if cached is None:
+        raise RuntimeError("the service cached no bundle: no traffic")
+    return cached[0]
+
+
+def _traffic_in_background(url: str, seconds: float, bundle_path: Path) -> None:
     """Bounded traffic from a daemon thread, with the served model's own visitors and items."""
-    import httpx
 
     from recsys.bundle import Bundle
 
-    bundle = Bundle.load(Path(httpx.get(f"{url}/model", timeout=5).json()["path"]))
+    bundle = Bundle.load(bundle_path)
     users, items = bundle.user_ids[:2000].tolist(), bundle.item_ids[:500].tolist()
     thread = threading.Thread(
         target=traffic.run,

@@ -20,6 +20,7 @@ import pandas as pd
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from recsys import columns as C
 from recsys.abtest.config import DEFAULT_WINDOW_S
@@ -38,12 +39,15 @@ ab_app = typer.Typer(help="A/B experiments: reports from the event store.", no_a
 app.add_typer(ab_app, name="ab")
 # wide enough for the results table when output is not a terminal (CI logs, pipes)
 console = Console(width=max(Console().width, 130))
+#: errors: one line on stderr, never wrapped (a script or a log reads one line)
+errors = Console(stderr=True, soft_wrap=True, highlight=False)
 
 DirArg = Annotated[Path, typer.Argument(help="Folder with the RetailRocket CSV files.")]
 
 
 def _fail(problem: Exception | str) -> NoReturn:
-    console.print(f"[bold red]error:[/] {problem}")
+    """Print ``error: <what and where>`` as one line on stderr and exit with code 2."""
+    errors.print(Text.assemble(("error:", "bold red"), " ", " ".join(str(problem).split())))
     raise typer.Exit(code=2)
 
 
@@ -70,7 +74,10 @@ def synth(
     from recsys.data.synth import synthesize
 
     started = time.perf_counter()
-    paths = synthesize(out, scale=scale, seed=seed, progress=True)
+    try:
+        paths = synthesize(out, scale=scale, seed=seed, progress=True)
+    except OSError as exc:
+        _fail(f"cannot write to {out}: {exc.strerror or exc}")
     console.print(f"wrote {len(paths)} files to {out} in {time.perf_counter() - started:.1f} s")
 
 
@@ -85,7 +92,7 @@ def import_(
     """Load the files into the event store: events.csv, and when present the item property
     parts (the category/availability rows training reads) and category_tree.csv.
     Idempotent: re-imports add nothing."""
-    from recsys.data import EventStore
+    from recsys.data import EventStore, schema
     from recsys.data.store import safe_url
 
     url = db or Settings().resolved_db_url
@@ -101,6 +108,12 @@ def import_(
         f"{added.category_tree:,} new or changed categories in {safe_url(url)} "
         f"({time.perf_counter() - started:.1f} s)"
     )
+    if added.future_events:
+        console.print(
+            f"[yellow]warning:[/] {added.future_events:,} event(s) dated more than "
+            f"{schema.FUTURE_TOLERANCE_MS // 1000} s after this machine's clock: stored, but "
+            "training ignores them (a clock or unit error where the file was made?)"
+        )
 
 
 @data_app.command("profile")

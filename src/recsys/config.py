@@ -28,6 +28,12 @@ class Settings(BaseSettings):
     db_url: str | None = Field(
         None, description="SQLAlchemy URL of the event store; default: SQLite file under var_dir."
     )
+    db_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="Seconds the event store waits for a locked SQLite file or a database "
+        "connection before it reports the store unavailable.",
+    )
     mlflow_tracking_uri: str | None = Field(
         None, description="MLflow tracking URI; default: SQLite store under var_dir."
     )

@@ -2,6 +2,25 @@
 
 from __future__ import annotations
 
+#: error messages quote at most this many characters of a bad value
+QUOTE_LIMIT = 80
+
+
+def quoted(value: object, limit: int = QUOTE_LIMIT) -> str:
+    """``repr`` of ``value`` for an error message: at most ``limit`` characters of it.
+
+    A bad value may be megabytes long; the message shows its start and its length.
+
+    >>> quoted("12a")
+    "'12a'"
+    >>> quoted("x" * 1000, limit=3)
+    "'xxx'... (1,000 characters)"
+    """
+    text = value if isinstance(value, str) else repr(value)
+    if len(text) <= limit:
+        return repr(value)
+    return f"{text[:limit]!r}... ({len(text):,} characters)"
+
 
 class RecsysError(Exception):
     """Base class of every error this package raises on purpose."""
@@ -28,7 +47,7 @@ class DataValidationError(RecsysError):
             for part in (
                 file,
                 f"line {line}" if line is not None else None,
-                f"column {column!r}" if column is not None else None,
+                f"column {quoted(column)}" if column is not None else None,
             )
             if part
         )
@@ -37,6 +56,11 @@ class DataValidationError(RecsysError):
 
 class ConfigurationError(RecsysError, ValueError):
     """A setting or parameter has an invalid value (also a ``ValueError``)."""
+
+
+class StoreError(RecsysError):
+    """The event store cannot be reached or used (refused connection, locked file, a folder
+    that cannot be created): the message names the store, password hidden, and the reason."""
 
 
 class ModelNotFoundError(RecsysError):

@@ -6,13 +6,17 @@ judged on the days that follow, exactly as it will be used.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from recsys.columns import DAY_MS, TIMESTAMP
+from recsys.data import schema
 from recsys.exceptions import ConfigurationError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -46,7 +50,8 @@ def make_split(
         Length of the validation window in days (>= 0; 0 gives an empty validation window).
     end_ms : int, optional
         End of the data (exclusive), e.g. a run's data interval end; default: the last
-        event's timestamp + 1, so the last event is in the holdout.
+        event's timestamp + 1, so the last event is in the holdout. Events dated after the
+        clock + :data:`~recsys.data.schema.FUTURE_TOLERANCE_MS` do not count (logged).
 
     Returns
     -------
@@ -66,8 +71,21 @@ def make_split(
         )
     if events.empty:
         raise ConfigurationError("cannot split an empty event log")
-    timestamps = events[TIMESTAMP]
-    end_ms = int(timestamps.max()) + 1 if end_ms is None else int(end_ms)
+    timestamps = events[TIMESTAMP].to_numpy()
+    if end_ms is None:
+        limit = schema.future_limit_ms()
+        plausible = timestamps[timestamps <= limit]
+        if len(plausible) < len(timestamps):
+            log.warning(
+                "split: ignoring %d event(s) dated after the clock + %d s (epoch ms %d)",
+                len(timestamps) - len(plausible),
+                schema.FUTURE_TOLERANCE_MS // 1000,
+                limit,
+            )
+        if not len(plausible):
+            raise ConfigurationError("every event is dated after the clock: nothing to split")
+        end_ms = int(plausible.max()) + 1
+    end_ms = int(end_ms)
     holdout_start_ms = end_ms - holdout_days * DAY_MS
     validation_start_ms = holdout_start_ms - validation_days * DAY_MS
     if int(timestamps.min()) >= validation_start_ms:

@@ -118,7 +118,9 @@ def test_reload_swaps_registry_versions_under_load_without_failures(
         "model_source": "registry",
         "model_uri": registry.uri,
         "registry_reachable": True,
+        "code": None,
         "detail": None,
+        "event_store": "ok",
     }
     v2 = registry.register(write_bundle(tmp_path / "b2" / "bundle", seed=2))
     with Hammer(server.url) as hammer:
@@ -193,7 +195,8 @@ def test_restart_with_registry_down_serves_the_cached_bundle(
         assert state["model_version"] == v1
         assert state["model_source"] == "cache"
         assert state["registry_reachable"] is False
-        assert state["detail"].startswith("serving the cached bundle: registry lookup failed")
+        assert state["code"] == "serving_cache"
+        assert state["detail"].startswith("serving the cached bundle")
         assert second.client().get("/recommendations/2").json()["recommendations"] == expected
         assert "serving cached model version" in second.log()
         assert second.metric("recsys_registry_reachable") == 0

@@ -233,7 +233,11 @@ def test_recommendations_answer_get_only_like_the_declared_routes(client: TestCl
             assert reply.status_code == 405, (method, path)
             assert reply.headers["allow"] == "GET"
     reply = client.post("/recommendations/1")
-    assert reply.json() == {"detail": "Method Not Allowed", "errors": []}
+    assert reply.json() == {
+        "code": "method_not_allowed",
+        "detail": "Method Not Allowed",
+        "errors": [],
+    }
 
 
 def test_openapi_declares_the_parameters_of_the_one_query_model(client: TestClient) -> None:
@@ -417,7 +421,11 @@ def test_a_configuration_error_is_500_without_its_message(
     manager.current = dataclasses.replace(manager.current, recommender=Misconfigured())
     reply = client.get("/recommendations", params={"user_id": 1})
     assert reply.status_code == 500
-    assert reply.json() == {"detail": "service misconfigured; see the service log", "errors": []}
+    assert reply.json() == {
+        "code": "misconfigured",
+        "detail": "service misconfigured; see the service log",
+        "errors": [],
+    }
     assert "candidates must be >= 1" in caplog.text
 
 
@@ -432,9 +440,11 @@ def test_health_and_model(client: TestClient) -> None:
         "ready": True,
         "model_version": "v1",
         "model_source": "local",
-        "model_uri": client.app.state.settings.model_uri,  # type: ignore[attr-defined]
+        "model_uri": "local bundle",  # never a path
         "registry_reachable": None,
+        "code": None,
         "detail": None,
+        "event_store": "ok",
     }
     model = client.get("/model").json()
     assert model["version"] == "v1"
@@ -457,7 +467,11 @@ def test_not_ready_until_a_model_loads(
     for path in ("/recommendations?user_id=1", "/recommendations/1", "/model"):
         reply = client.get(path)
         assert reply.status_code == 503, path
-        assert reply.json() == {"detail": "no model is loaded yet; see /health/ready", "errors": []}
+        assert reply.json() == {
+            "code": "model_not_ready",
+            "detail": "no model is loaded yet; see /health/ready",
+            "errors": [],
+        }
     assert metric(client.get("/metrics").text, "recsys_model_ready") == 0
     write_bundle(missing, version="late")
     reply = client.post("/admin/reload", headers=AUTH)
@@ -495,7 +509,7 @@ def test_reload_needs_the_bearer_token(client: TestClient) -> None:
     assert client.post("/admin/reload", auth=("admin", ADMIN_TOKEN)).status_code == 401
     reply = client.post("/admin/reload", headers={"Authorization": "Bearer wrong"})
     assert reply.status_code == 403
-    assert reply.json() == {"detail": "invalid admin token", "errors": []}
+    assert reply.json() == {"code": "forbidden", "detail": "invalid admin token", "errors": []}
     reply = client.post("/admin/reload", headers=AUTH)
     assert reply.status_code == 200
     assert reply.json() == {"status": "reloaded", "model_version": "v1", "previous_version": "v1"}

@@ -64,3 +64,9 @@ def test_a_first_run_without_a_winner_serves_the_strongest_baseline() -> None:
     assert "no champion yet: the strongest baseline, recent_views" in decision.reason
     passed = gate("precision@5", hits(0.9, 60, 11), baselines)
     assert fallback(passed, baselines) is passed and passed.serves is None
+
+
+def test_nan_of_any_rival_is_a_loud_error_not_a_refusal() -> None:
+    """An empty holdout (e.g. a far-future event as interval end) makes metrics NaN (issue 15)."""
+    with pytest.raises(GateError, match="NaN"):
+        gate("precision@5", np.array([0.2, 0.0]), {"popular": np.array([np.nan, np.nan])})

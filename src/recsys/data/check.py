@@ -7,13 +7,17 @@ Only aggregate queries run (counts, the newest timestamp), so the check is cheap
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 from recsys import columns as C
+from recsys.data import schema
 from recsys.data.store import EventStore, safe_url
-from recsys.exceptions import DataCheckError
+from recsys.exceptions import DataCheckError, StoreError
+
+log = logging.getLogger(__name__)
 
 _IMPORT = "import some with `recsys data import DIR` (or POST /events to the service)"
 
@@ -60,14 +64,26 @@ class StoreCheck:
 def interval_end(store: EventStore, requested_ms: int | None) -> int:
     """The interval end of a run: ``requested_ms``, or else the newest stored event + 1 ms.
 
+    Events dated after the clock + :data:`~recsys.data.schema.FUTURE_TOLERANCE_MS` are
+    ignored (and logged): one poisoned timestamp must not put the holdout in an empty future.
+
     Raises
     ------
     DataCheckError
-        When no end is requested and the store holds no event.
+        When no end is requested and the store holds no plausible event.
     """
     if requested_ms is not None:
         return int(requested_ms)
-    newest = store.newest_event_ms()
+    limit = schema.future_limit_ms()
+    ignored = sum(store.event_counts(limit + 1, None).values())
+    if ignored:
+        log.warning(
+            "interval end: ignoring %d event(s) dated after %s (the clock + %d s)",
+            ignored,
+            iso(limit),
+            schema.FUTURE_TOLERANCE_MS // 1000,
+        )
+    newest = store.newest_event_ms(before_ms=limit + 1)
     if newest is None:
         raise DataCheckError(f"event store {safe_url(store.url)} holds no events: {_IMPORT}")
     return newest + 1
@@ -112,6 +128,8 @@ def check_store(
     ------
     DataCheckError
         Naming the failed rule and the numbers behind it.
+    StoreError
+        The store cannot be reached now (a later retry may succeed).
     """
     where = f"event store {safe_url(store.url)}"
     database = store.url.database
@@ -119,7 +137,9 @@ def check_store(
         raise DataCheckError(f"{where} holds no events (there is no such file yet): {_IMPORT}")
     try:
         problems = store.schema_problems()
-    except Exception as exc:  # whatever the driver raises, the store is unusable
+    except StoreError:
+        raise  # unreachable now: a retry may succeed, unlike a DataCheckError
+    except Exception as exc:  # whatever else the driver raises, the store is unusable
         raise DataCheckError(f"{where} cannot be read: {exc}") from exc
     if problems:
         raise DataCheckError(

@@ -28,7 +28,7 @@ import pandas as pd
 
 from recsys import columns as C
 from recsys.data import schema
-from recsys.exceptions import DataValidationError
+from recsys.exceptions import QUOTE_LIMIT, DataValidationError, quoted
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 # the contract's id rule as text: a valid id never overflows int64
 _INT_PATTERN = f"^[0-9]{{1,{schema.ID_DIGITS}}}$"
 _HEADER_LIMIT = 65_536
+#: the CSV reader's block: a line must fit in one (longer ones are reported, not read)
+_BLOCK = 16 << 20
 
 
 @dataclass
@@ -107,33 +109,51 @@ def _locate_bad_utf8(path: Path) -> int | None:
     return None
 
 
-def _raise_bad_row_count(path: Path, header: list[str]) -> None:
-    """Re-read single-threaded to find lines with the wrong number of fields (error path)."""
-    import pyarrow as pa
-    import pyarrow.csv as pacsv
+def _raise_bad_line(path: Path, n_fields: int) -> None:
+    """Find the first line with the wrong number of fields or longer than a block (error path).
 
-    bad: list[tuple[int | None, int, str]] = []
+    Streams the file in blocks, whatever the length of its lines: memory stays bounded and
+    the message quotes only the start of the line.
+    """
+    line, commas, length, prefix = 1, 0, 0, b""
+    first: tuple[int, int, int, bytes] | None = None
+    wrong = 0
 
-    def handler(row: pacsv.InvalidRow) -> str:
-        bad.append((row.number, row.actual_columns, row.text))
-        return "skip"
+    def end_of_line() -> None:
+        nonlocal first, wrong
+        blank = length == 0 or prefix == b"\r"  # a blank line is read as empty fields
+        if (commas + 1 != n_fields and not blank) or length > _BLOCK:
+            wrong += commas + 1 != n_fields and not blank
+            if first is None:
+                first = (line, commas + 1, length, prefix)
 
-    pacsv.read_csv(
-        path,
-        read_options=pacsv.ReadOptions(column_names=header, skip_rows=1, use_threads=False),
-        parse_options=pacsv.ParseOptions(
-            quote_char=False, ignore_empty_lines=False, invalid_row_handler=handler
-        ),
-        convert_options=pacsv.ConvertOptions(column_types=dict.fromkeys(header, pa.string())),
+    with path.open("rb") as fh:
+        fh.readline(_HEADER_LIMIT)
+        while block := fh.read(_BLOCK):
+            pieces = block.split(b"\n")
+            for i, piece in enumerate(pieces):
+                if len(prefix) < QUOTE_LIMIT:
+                    prefix += piece[: QUOTE_LIMIT - len(prefix)]
+                commas += piece.count(b",")
+                length += len(piece)
+                if i < len(pieces) - 1:  # a newline ends the line
+                    line += 1
+                    end_of_line()
+                    commas, length, prefix = 0, 0, b""
+    if length:  # the last line has no newline
+        line += 1
+        end_of_line()
+    if first is None:
+        return
+    number, fields, size, start = first
+    text = start.decode("utf-8", "replace")
+    if size > _BLOCK:
+        problem = f"line of {size:,} bytes, longer than the {_BLOCK >> 20} MiB limit: {text!r}..."
+    else:
+        problem = f"expected {n_fields} comma-separated fields, found {fields}: {quoted(text)}"
+    raise DataValidationError(
+        f"{problem} ({wrong} line(s) with a wrong number of fields)", file=str(path), line=number
     )
-    if bad:
-        number, actual, text = bad[0]
-        raise DataValidationError(
-            f"expected {len(header)} comma-separated fields, found {actual}: {text[:80]!r}"
-            f" ({len(bad)} line(s) with a wrong number of fields)",
-            file=str(path),
-            line=number,
-        )
 
 
 def _read_text_table(path: Path, expected: Sequence[str]) -> pa.Table:
@@ -150,7 +170,7 @@ def _read_text_table(path: Path, expected: Sequence[str]) -> pa.Table:
         table = pacsv.read_csv(
             path,
             read_options=pacsv.ReadOptions(
-                column_names=header, skip_rows=1, block_size=16 << 20, encoding="utf8"
+                column_names=header, skip_rows=1, block_size=_BLOCK, encoding="utf8"
             ),
             parse_options=pacsv.ParseOptions(quote_char=False, ignore_empty_lines=False),
             convert_options=pacsv.ConvertOptions(
@@ -163,9 +183,8 @@ def _read_text_table(path: Path, expected: Sequence[str]) -> pa.Table:
             raise DataValidationError(
                 "not UTF-8 text", file=str(path), line=_locate_bad_utf8(path)
             ) from exc
-        if "columns, got" in message:
-            _raise_bad_row_count(path, header)
-        raise DataValidationError(f"unreadable CSV: {message}", file=str(path)) from exc
+        _raise_bad_line(path, len(header))
+        raise DataValidationError(f"unreadable CSV: {quoted(message)}", file=str(path)) from exc
     return table.select(list(expected))
 
 
@@ -224,7 +243,7 @@ class _Checks:
         bad, column, reason = min(on_line, key=lambda f: -1 if f[1] is None else order[f[1]])
         detail = reason
         if column is not None:
-            detail += f": {self.text(column)[first].as_py()!r}"
+            detail += f": {quoted(self.text(column)[first].as_py())}"
         detail += f" ({int(bad.sum())} line(s) fail this check, {int(any_bad.sum())} in all)"
         raise DataValidationError(detail, file=str(self.path), line=first + 2, column=column)
 

@@ -13,10 +13,17 @@ An event is ``(timestamp, visitorid, event, itemid, transactionid)`` as in Retai
 - ``event``: one of :data:`~recsys.columns.EVENT_TYPES`;
 - ``transactionid``: present exactly on ``transaction`` events;
 - ``request_id``: 1 to ``TEXT_LENGTH`` characters of ``REQUEST_ID_PATTERN``.
+
+An event dated more than ``FUTURE_TOLERANCE_MS`` after the clock of the machine that receives
+it cannot have happened: ``POST /events`` refuses it, ``recsys data import`` flags it (the file
+is data of its own, valid whatever the clock of the importing machine) and the interval end
+of a training run ignores it (:func:`future_limit_ms`), so that one poisoned timestamp cannot
+empty every future holdout.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Final
 
 import numpy as np
@@ -26,6 +33,8 @@ from recsys import columns as C
 #: sane epoch-millisecond range of timestamps: [2000-01-01, 2100-01-01) UTC
 MIN_TIMESTAMP_MS: Final = 946_684_800_000
 MAX_TIMESTAMP_MS: Final = 4_102_444_800_000
+#: how far after the server clock an event may be dated (client clocks drift a little)
+FUTURE_TOLERANCE_MS: Final = 5 * 60 * 1000
 #: ids have at most this many decimal digits: always an int64, never an overflow
 ID_DIGITS: Final = 18
 MAX_ID: Final = 10**ID_DIGITS - 1
@@ -39,8 +48,20 @@ UNKNOWN_EVENT: Final = f"unknown event type (expected one of {', '.join(C.EVENT_
 TRANSACTION_NOT_ALLOWED: Final = "transactionid on a non-transaction event"
 TRANSACTION_REQUIRED: Final = "transaction event without transactionid"
 
+FAR_FUTURE: Final = "timestamp more than {tolerance_s:g} s in the future of the server clock"
+
 #: a rule broken by some rows: (row mask, column, reason)
 Violation = tuple[np.ndarray, str, str]
+
+
+def future_limit_ms(tolerance_ms: int = FUTURE_TOLERANCE_MS, now_ms: int | None = None) -> int:
+    """The latest plausible event time: the clock (``now_ms``, default: now) + ``tolerance_ms``.
+
+    >>> future_limit_ms(now_ms=1431226800000)
+    1431227100000
+    """
+    now = int(time.time() * 1000) if now_ms is None else int(now_ms)
+    return now + int(tolerance_ms)
 
 
 def transaction_rule(event: str, has_transaction: bool) -> str | None:

@@ -15,13 +15,14 @@ one transaction.
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -46,10 +47,11 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.schema import CreateTable
 
 from recsys import columns as C
+from recsys.config import Settings
 from recsys.data import schema
 from recsys.data.load import (
     Dataset,
@@ -61,11 +63,19 @@ from recsys.data.load import (
     load_item_properties,
     nullable_ids,
 )
-from recsys.exceptions import ConfigurationError, DataValidationError
+from recsys.exceptions import (
+    ConfigurationError,
+    DataValidationError,
+    RecsysError,
+    StoreError,
+    quoted,
+)
 
 log = logging.getLogger(__name__)
 
 _CHUNK = 100_000
+#: PostgreSQL advisory lock key held while the schema is created
+_SCHEMA_LOCK = 0x7265637379730F  # "recsys", issue 15
 _SQLITE_REBUILD_ROWS = 200_000
 _ID = BigInteger().with_variant(Integer, "sqlite")  # SQLite autoincrements INTEGER keys only
 _EVENT_LIST = ", ".join(f"'{e}'" for e in C.EVENT_TYPES)
@@ -180,6 +190,33 @@ exposures_table = Table(
 )
 
 
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _operation(
+    method: Callable[Concatenate[EventStore, _P], _R],
+) -> Callable[Concatenate[EventStore, _P], _R]:
+    """A store operation: a database it cannot reach or use is a :class:`StoreError`, and
+    after any database error the next operation checks the schema again (a database dropped
+    and re-created gets its tables back)."""
+
+    @functools.wraps(method)
+    def operation(store: EventStore, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return method(store, *args, **kwargs)
+        except RecsysError:
+            raise
+        except Exception as exc:
+            store._schema_ready = False
+            reason = store.unreachable(exc)
+            if reason is None:
+                raise
+            raise StoreError(f"event store {safe_url(store.url)}: {reason}") from exc
+
+    return operation
+
+
 def safe_url(url: str | URL) -> str:
     """A database URL without its password, fit to print or log.
 
@@ -261,7 +298,9 @@ def _item_text(ids: Any) -> str:
     try:
         return ",".join(str(int(i)) for i in parts if not (isinstance(i, str) and i == ""))
     except (TypeError, ValueError) as exc:
-        raise DataValidationError(f"not a list of item ids: {ids!r}", column=C.ITEM_IDS) from exc
+        raise DataValidationError(
+            f"not a list of item ids: {quoted(ids)}", column=C.ITEM_IDS
+        ) from exc
 
 
 def parse_item_ids(texts: Iterable[str]) -> pd.Series:
@@ -319,7 +358,7 @@ def _check_exposure_labels(rows: Sequence[Sequence[Any]]) -> None:
         for name, value in zip((C.EXPERIMENT, C.VARIANT, C.MODEL_VERSION), label, strict=True):
             if not isinstance(value, str) or len(value) > schema.TEXT_LENGTH:
                 raise DataValidationError(
-                    f"not a text of at most {schema.TEXT_LENGTH} characters: {value!r}",
+                    f"not a text of at most {schema.TEXT_LENGTH} characters: {quoted(value)}",
                     column=name,
                 )
 
@@ -331,6 +370,8 @@ class Imported:
     events: int
     item_properties: int
     category_tree: int
+    #: events of the file dated after the clock + the contract's tolerance (stored, flagged)
+    future_events: int = 0
 
 
 def _window(query: Select[Any], t: Any, start_ms: int | None, end_ms: int | None) -> Select[Any]:
@@ -395,9 +436,19 @@ class EventStore:
         ``postgresql+psycopg://user@host:5432/db`` (plain ``postgresql://`` is taken
         to mean psycopg 3). Constructing the store neither connects nor creates files;
         the first operation creates the schema when it is missing.
+    timeout_s : float, optional
+        How long to wait for a locked SQLite file or a database connection (default:
+        ``RECSYS_DB_TIMEOUT_S``, 30 s).
+
+    Raises
+    ------
+    StoreError
+        From any operation, when the database cannot be reached or used (a refused
+        connection, a locked file, a folder that cannot be created): one line naming the
+        store and the driver's reason.
     """
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, timeout_s: float | None = None) -> None:
         try:
             parsed = make_url(url)
         except ArgumentError as exc:
@@ -410,20 +461,53 @@ class EventStore:
             raise ConfigurationError(
                 f"unsupported database {self.dialect!r}: use SQLite or PostgreSQL"
             )
-        connect_args = {"timeout": 30} if self.dialect == "sqlite" else {}
-        self.engine: Engine = create_engine(parsed, connect_args=connect_args)
+        timeout = Settings().db_timeout_s if timeout_s is None else timeout_s
+        connect_args: dict[str, Any] = (
+            {"timeout": timeout}
+            if self.dialect == "sqlite"
+            else {"connect_timeout": max(1, round(timeout))}
+        )
+        # pre-ping: a connection the server dropped (restart, failover, killed) is replaced
+        # before use instead of failing the next request
+        self.engine: Engine = create_engine(parsed, connect_args=connect_args, pool_pre_ping=True)
         self._schema_ready = False
+
+    def unreachable(self, exc: BaseException) -> str | None:
+        """Why ``exc`` says the database cannot be reached or used (one line), else None.
+
+        PEP 249's OperationalError and InterfaceError of the driver (refused or lost
+        connection, missing database, locked file), raw or wrapped by SQLAlchemy.
+        """
+        driver = exc.orig if isinstance(exc, DBAPIError) else exc
+        dbapi = self.engine.dialect.loaded_dbapi
+        if not isinstance(driver, dbapi.OperationalError | dbapi.InterfaceError):
+            return None
+        lines = str(driver).strip().splitlines()
+        return lines[0] if lines else type(driver).__name__
 
     def __repr__(self) -> str:
         return f"EventStore({safe_url(self.url)!r})"
 
     # ------------------------------------------------------------------ schema
 
+    @_operation
     def create_schema(self) -> None:
         """Create the tables and indexes if missing (and the SQLite file's folder)."""
         if self.dialect == "sqlite" and self.url.database not in (None, "", ":memory:"):
-            Path(self.url.database).parent.mkdir(parents=True, exist_ok=True)
-        metadata.create_all(self.engine)
+            folder = Path(self.url.database).parent
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(
+                    f"event store {safe_url(self.url)}: cannot create the folder {folder}: "
+                    f"{exc.strerror or exc}"
+                ) from exc
+        with self.engine.begin() as conn:
+            if self.dialect == "postgresql":
+                # concurrent first imports would race on CREATE TABLE (pg_type's unique index):
+                # one at a time, the others then find the tables there
+                conn.execute(select(func.pg_advisory_xact_lock(_SCHEMA_LOCK)))
+            metadata.create_all(conn)
         if self.dialect == "sqlite" and self.url.database not in (None, "", ":memory:"):
             # readers (the service) keep working while an import writes
             with self.engine.connect() as conn:
@@ -454,6 +538,7 @@ class EventStore:
 
     # ------------------------------------------------------------------ events
 
+    @_operation
     def import_folder(self, folder: str | Path) -> Imported:
         """Validate the RetailRocket files of ``folder`` and store what training reads.
 
@@ -461,6 +546,10 @@ class EventStore:
         property parts (only their :data:`TRAINING_PROPERTIES` rows are stored) and
         ``category_tree.csv`` are imported when present, so a folder of new events alone
         imports too. Importing the same files twice adds nothing.
+
+        Events dated after this machine's clock + the contract's tolerance are stored (the
+        file is valid whatever the clock of the importing machine) but counted and logged as
+        a warning; training's interval end ignores them.
 
         Returns
         -------
@@ -473,14 +562,25 @@ class EventStore:
         # already validated by the loader: no second pass over millions of rows
         added = self._insert_events(events[list(C.EVENTS_COLUMNS)].assign(**{C.REQUEST_ID: None}))
         log.info("%s: %d events read, %d new in the store", path, len(events), added)
+        future = int((events[C.TIMESTAMP].to_numpy() > schema.future_limit_ms()).sum())
+        if future:
+            log.warning(
+                "%s: %d event(s) dated more than %d s after this machine's clock (newest %d): "
+                "stored, but training ignores them",
+                path,
+                future,
+                schema.FUTURE_TOLERANCE_MS // 1000,
+                int(events[C.TIMESTAMP].max()),
+            )
         properties = tree = 0
         parts = [folder / name for name in C.PROPERTIES_FILES]
         if any(part.is_file() for part in parts):
             properties = self.append_item_properties(load_item_properties(parts))
         if (folder / C.CATEGORY_TREE_FILE).is_file():
             tree = self.replace_category_tree(load_category_tree(folder / C.CATEGORY_TREE_FILE))
-        return Imported(events=added, item_properties=properties, category_tree=tree)
+        return Imported(added, properties, tree, future)
 
+    @_operation
     def append_item_properties(self, props: pd.DataFrame) -> int:
         """Store the :data:`TRAINING_PROPERTIES` rows of a validated property log.
 
@@ -500,6 +600,7 @@ class EventStore:
         log.info("item properties: %d training rows, %d new in the store", len(rows), added)
         return added
 
+    @_operation
     def replace_category_tree(self, tree: pd.DataFrame) -> int:
         """Store a validated category tree; a category's stored parent becomes the given one.
 
@@ -513,6 +614,7 @@ class EventStore:
         log.info("category tree: %d categories, %d new or changed", len(rows), added)
         return added
 
+    @_operation
     def append_events(self, df: pd.DataFrame) -> int:
         """Store events posted by the service.
 
@@ -577,6 +679,7 @@ class EventStore:
             _VISITOR_INDEX.create(conn)
         return added
 
+    @_operation
     def read_events(self, start_ms: int | None = None, end_ms: int | None = None) -> pd.DataFrame:
         """Events with ``start_ms <= timestamp < end_ms`` (None: unbounded).
 
@@ -595,6 +698,7 @@ class EventStore:
         data = np.array(self._fetch(_window(query, t, start_ms, end_ms)), dtype=np.int64)
         return build_events_frame(*data.reshape(-1, 5).T)[0]
 
+    @_operation
     def read_item_properties(self, end_ms: int | None = None) -> pd.DataFrame:
         """The stored property rows with ``timestamp < end_ms`` (None: all).
 
@@ -615,6 +719,7 @@ class EventStore:
             frame[C.VALUE].to_numpy(str),
         )
 
+    @_operation
     def read_category_tree(self) -> pd.DataFrame:
         """The stored category tree, as :func:`~recsys.data.load.load_category_tree` returns it."""
         self._ensure_schema()
@@ -632,6 +737,7 @@ class EventStore:
             category_tree=self.read_category_tree(),
         )
 
+    @_operation
     def event_counts(
         self, start_ms: int | None = None, end_ms: int | None = None
     ) -> dict[str, int]:
@@ -643,6 +749,7 @@ class EventStore:
         counts.update({str(e): int(n) for e, n in self._fetch(_window(query, t, start_ms, end_ms))})
         return counts
 
+    @_operation
     def newest_event_ms(self, before_ms: int | None = None) -> int | None:
         """Timestamp of the newest event before ``before_ms`` (None: the store holds none)."""
         self._ensure_schema()
@@ -650,6 +757,7 @@ class EventStore:
         (newest,) = self._fetch(_window(select(func.max(t[C.TIMESTAMP])), t, None, before_ms))[0]
         return None if newest is None else int(newest)
 
+    @_operation
     def schema_problems(self) -> list[str]:
         """What the database lacks of this store's tables and columns (empty: all there).
 
@@ -672,6 +780,7 @@ class EventStore:
 
     # ------------------------------------------------------------------ exposures
 
+    @_operation
     def log_exposures(self, rows: pd.DataFrame | Iterable[Sequence[Any]]) -> int:
         """Store served recommendation lists (one row per request).
 
@@ -727,6 +836,16 @@ class EventStore:
             finally:
                 cursor.close()
 
+    @_operation
+    def delete_exposures(self, before_ms: int) -> int:
+        """Delete the exposures logged before ``before_ms`` (retention); returns how many."""
+        self._ensure_schema()
+        t = exposures_table
+        with self.engine.begin() as conn:
+            result = conn.execute(t.delete().where(t.c[C.TIMESTAMP] < int(before_ms)))
+            return max(result.rowcount, 0)
+
+    @_operation
     def read_exposures(
         self,
         start_ms: int | None = None,
@@ -771,6 +890,7 @@ class EventStore:
             frame[C.ITEM_IDS] = parse_item_ids(frame[C.ITEM_IDS])
         return frame
 
+    @_operation
     def read_outcomes(
         self, experiment: str, start_ms: int | None = None, end_ms: int | None = None
     ) -> pd.DataFrame:
@@ -819,6 +939,7 @@ class EventStore:
             frame[name] = frame[name].astype(np.int64)
         return frame
 
+    @_operation
     def visitor_activity(self, experiment: str, days: float | None = None) -> pd.DataFrame:
         """Events of each visitor exposed in ``experiment`` before their first exposure in it
         (the last ``days`` days before it; None = all): a covariate the experiment cannot

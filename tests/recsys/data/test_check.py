@@ -9,7 +9,7 @@ import pytest
 from recsys.columns import ADDTOCART, VIEW
 from recsys.data import EventStore
 from recsys.data.check import check_store, interval_end
-from recsys.exceptions import DataCheckError
+from recsys.exceptions import DataCheckError, StoreError
 from tests.helpers import DAY, T0, make_events
 
 pytestmark = pytest.mark.data
@@ -71,5 +71,6 @@ def test_broken_schema_fails(store: EventStore, tmp_path: Path) -> None:
     with pytest.raises(DataCheckError, match="schema: table 'category_tree' is missing"):
         check_store(store, None, **RULES)
     unreadable = EventStore(f"sqlite:///{tmp_path}")  # a folder, not a database file
-    with pytest.raises(DataCheckError, match="cannot be read"):
+    # a store it cannot open: a StoreError (the DAG retries it), not a DataCheckError
+    with pytest.raises(StoreError, match="unable to open database file"):
         check_store(unreadable, None, **RULES)
