@@ -150,7 +150,11 @@ class RedisHistory:
     def add(self, events: Iterable[tuple[int, int, int, str]]) -> None:
         """Apply ``(timestamp, visitorid, itemid, event)`` tuples in time order."""
         ordered = sorted(events, key=lambda e: e[0])
-        if not ordered or not self._up():
+        if not ordered:
+            return
+        if not self._up():  # skipped while Redis is down: the events are only in the store
+            if self._on_error is not None:
+                self._on_error("write")
             return
         now = time.time()
         pipe = self._redis.pipeline(transaction=True)
