@@ -126,8 +126,13 @@ def under_load(url: str, action: Callable[[], None], threads: int = 4) -> Counte
 
 def test_events_posted_to_one_replica_change_the_other_replicas_answer(cluster: Cluster) -> None:
     a, b = (r.url for r in cluster.replicas)
-    visitor = 880_000 + int(uuid.uuid4().int % 10_000)
-    before = recommend(b, visitor)
+    base = 880_000 + int(uuid.uuid4().int % 10_000)
+    # a visitor of the control arm (the champion folds events in; the popular arm ignores them)
+    visitor, before = next(
+        (v, body)
+        for v in range(base, base + 50)
+        if (body := recommend(b, v))["variant"] == "control"
+    )
     assert before["source"] in ("popular", "fallback")
     now = int(time.time() * 1000)
     post(a, [
