@@ -11,6 +11,7 @@ on failure too.
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -146,14 +147,21 @@ def test_the_dag_runs_on_the_celery_worker_and_registers_the_champion(
     assert len(states) == 9 and set(states.values()) == {"success"}, states
 
     # every task instance went through the Celery queue of this test and has a SUCCESS
-    # result in the result backend under the Celery task id the executor recorded
-    rows = _metadata(
-        celery_airflow["db"],
-        "SELECT ti.task_id, ti.queue, ti.external_executor_id, ti.hostname, r.status"
-        " FROM task_instance ti LEFT JOIN celery_taskmeta r"
-        " ON r.task_id = ti.external_executor_id WHERE ti.run_id = %s",
-        run["dag_run_id"],
-    )
+    # result in the result backend under the Celery task id the executor recorded (the last
+    # task's Celery job ends a moment after the task reported its state)
+    def fetch() -> list[tuple[Any, ...]]:
+        return _metadata(
+            celery_airflow["db"],
+            "SELECT ti.task_id, ti.queue, ti.external_executor_id, ti.hostname, r.status"
+            " FROM task_instance ti LEFT JOIN celery_taskmeta r"
+            " ON r.task_id = ti.external_executor_id WHERE ti.run_id = %s",
+            run["dag_run_id"],
+        )
+
+    deadline = time.monotonic() + 60
+    while any(row[4] == "STARTED" for row in fetch()) and time.monotonic() < deadline:
+        time.sleep(1)
+    rows = fetch()
     assert {row[0] for row in rows} == set(states)
     for task_id, queue, celery_id, hostname, status in rows:
         assert queue == celery_airflow["queue"], (task_id, queue)
