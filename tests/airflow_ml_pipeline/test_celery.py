@@ -11,6 +11,7 @@ on failure too.
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from collections.abc import Iterator
@@ -59,8 +60,11 @@ def broker() -> Iterator[str]:
     client = redis.Redis.from_url(BROKER_URL, socket_connect_timeout=3)
     try:
         client.ping()
-    except redis.ConnectionError as exc:
-        pytest.fail(f"Redis at {BROKER_URL} is not reachable: {exc}")
+    except redis.ConnectionError as exc:  # as for PostgreSQL: a failure in CI, else a skip
+        message = f"Redis at {BROKER_URL} is not reachable: {exc}"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
     client.flushdb()
     try:
         yield BROKER_URL
