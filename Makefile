@@ -98,7 +98,7 @@ mlflow-ui: install ## MLflow UI on 127.0.0.1:5000 over $(MLFLOW_STORE)/mlflow.db
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(VENV)/bin/mlflow server --host 127.0.0.1 --port 5000 \
 		--backend-store-uri sqlite:///$(MLFLOW_STORE)/mlflow.db --artifacts-destination $(MLFLOW_STORE)/mlartifacts
 
-airflow: install ## Airflow UI on 127.0.0.1:8080 + scheduler + DAG processor over var/ (login printed; Ctrl-C stops)
+airflow: install ## Airflow UI on 127.0.0.1:8080 + scheduler + DAG processor over var/ (login printed; Ctrl-C stops; AIRFLOW_EXECUTOR=CeleryExecutor adds a Celery worker, see docs/scale-out-airflow-s3.md)
 	airflow_ml_pipeline/run-airflow.sh run
 
 airflow-start: install ## The same in the background (returns once healthy)

@@ -38,7 +38,9 @@ class Settings(BaseSettings):
         None, description="MLflow tracking URI; default: SQLite store under var_dir."
     )
     mlflow_artifact_root: str | None = Field(
-        None, description="Artifact root for new experiments; default: var_dir/mlartifacts."
+        None,
+        description="Artifact root for new experiments; default: var_dir/mlartifacts, or the "
+        "tracking server's own (e.g. S3) when the tracking URI is http(s).",
     )
     experiment_name: str = "recsys"
     model_name: str = MODEL_NAME
@@ -63,6 +65,17 @@ class Settings(BaseSettings):
         return self.mlflow_tracking_uri or f"sqlite:///{self.var_dir / 'mlflow.db'}"
 
     @property
-    def resolved_artifact_root(self) -> str:
-        """Where new experiments keep artifacts."""
-        return self.mlflow_artifact_root or (self.var_dir / "mlartifacts").resolve().as_uri()
+    def resolved_artifact_root(self) -> str | None:
+        """Where new experiments keep artifacts: the setting, else None for a tracking server
+        (it decides: its ``--artifacts-destination`` / ``--default-artifact-root``, e.g. an S3
+        bucket), else ``var_dir/mlartifacts`` next to the local store.
+
+        >>> Settings(var_dir="/v", mlflow_tracking_uri="http://mlflow:5000").resolved_artifact_root
+        >>> Settings(var_dir="/v").resolved_artifact_root
+        'file:///v/mlartifacts'
+        """
+        if self.mlflow_artifact_root:
+            return self.mlflow_artifact_root
+        if self.resolved_tracking_uri.startswith(("http://", "https://")):
+            return None
+        return (self.var_dir / "mlartifacts").resolve().as_uri()

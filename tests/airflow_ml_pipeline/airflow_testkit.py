@@ -141,3 +141,91 @@ def run_dag(home: Path, conf: dict[str, Any], log: Path, **settings: str) -> dic
     env = airflow_env(home, **settings)
     result: dict[str, Any] = _child(RUN, env, 480, log, json.dumps(conf))
     return result
+
+
+def api_client(url: str, home: Path) -> Any:
+    """An ``httpx.Client`` on ``/api/v2`` of the API server at ``url``, logged in as the
+    admin whose password ``run-airflow.sh`` wrote into ``home`` (what the UI does)."""
+    import httpx
+
+    password = json.loads((home / "passwords.json").read_text())["admin"]
+    # generous: the single API server worker also serves the tasks' execution API, and its
+    # first execution request (or a busy 2-core machine) can hold a request for seconds
+    timeout = httpx.Timeout(60.0)
+    token = httpx.post(
+        f"{url}/auth/token", json={"username": "admin", "password": password}, timeout=timeout
+    ).json()["access_token"]
+    return httpx.Client(
+        base_url=f"{url}/api/v2", headers={"Authorization": f"Bearer {token}"}, timeout=timeout
+    )
+
+
+def trigger_and_wait(api: Any, conf: dict[str, Any], timeout: float = 300) -> dict[str, Any]:
+    """Wait for the DAG to be parsed, unpause it, trigger a run with ``conf`` over the REST
+    API and wait for it to end; the run (``dag_run_id``, ``state``) and its task instances."""
+    import time
+
+    deadline = time.monotonic() + 120
+    while api.get(f"/dags/{DAG_ID}").status_code != 200:  # the DAG processor parses it first
+        assert time.monotonic() < deadline, "the DAG was not parsed in time"
+        time.sleep(1)
+    assert api.patch(f"/dags/{DAG_ID}", json={"is_paused": False}).status_code == 200
+    trigger = api.post(f"/dags/{DAG_ID}/dagRuns", json={"logical_date": None, "conf": conf})
+    assert trigger.status_code == 200, trigger.text
+    run_id = trigger.json()["dag_run_id"]
+    deadline = time.monotonic() + timeout
+    state = "queued"
+    while state not in ("success", "failed"):
+        assert time.monotonic() < deadline, f"run still {state} after {timeout}s"
+        time.sleep(2)
+        state = api.get(f"/dags/{DAG_ID}/dagRuns/{run_id}").json()["state"]
+    tasks = api.get(f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances").json()["task_instances"]
+    return {"dag_run_id": run_id, "state": state, "task_instances": tasks}
+
+
+#: the repository's Airflow launcher (what `make airflow` runs)
+LAUNCHER = REPO / "airflow_ml_pipeline" / "run-airflow.sh"
+
+
+def launcher(mode: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """``run-airflow.sh start|stop`` with ``env``."""
+    return subprocess.run(
+        ["bash", str(LAUNCHER), mode], env=env, capture_output=True, text=True, timeout=300
+    )
+
+
+def process_groups(pids: list[int], wait_s: float = 30.0) -> list[str]:
+    """Processes (``pgid pid args``) still alive in the process groups led by ``pids``, after
+    waiting up to ``wait_s`` for them to go; exited ones waiting to be reaped (zombies) do not
+    count."""
+    import time
+
+    deadline = time.monotonic() + wait_s
+    while True:
+        ps = subprocess.run(
+            ["ps", "-eo", "pgid=,pid=,stat=,args="], capture_output=True, text=True
+        ).stdout
+        alive = [
+            line
+            for line in ps.splitlines()
+            if int(line.split()[0]) in pids and not line.split()[2].startswith("Z")
+        ]
+        if not alive or time.monotonic() > deadline:
+            return alive
+        time.sleep(0.5)
+
+
+def launcher_env(home: Path, port: int, var: Path, **settings: str) -> dict[str, str]:
+    """The environment of ``run-airflow.sh``: nothing inherited of Airflow, MLflow or recsys
+    settings; its home, port and stores, and ``settings``."""
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("RECSYS_", "MLFLOW_", "AIRFLOW"))
+    }
+    return env | {
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW_PORT": str(port),
+        "RECSYS_VAR_DIR": str(var),
+        # no service runs here: the reload task warns and the run still succeeds
+        "RECSYS_SERVICE_URL": "http://127.0.0.1:9",
+        **settings,
+    }

@@ -21,9 +21,14 @@ COMPONENTS = ("api-server", "scheduler", "dag-processor")
 
 
 def _compose(
-    *args: str, env_file: Path | None = HERE / ".env.example"
+    *args: str, env_file: Path | None = HERE / ".env.example", **settings: str
 ) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("RECSYS_", "AIRFLOW"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("RECSYS_", "AIRFLOW", "COMPOSE_PROFILES"))
+    }
+    env |= settings
     files = ["--env-file", str(env_file)] if env_file else []
     return subprocess.run(
         [str(COMPOSE), "-f", str(HERE / "compose.yaml"), *files, *args],
@@ -79,6 +84,27 @@ def test_compose_file_is_valid_with_the_documented_env() -> None:
         assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("postgresql+psycopg2://")
         assert env["AIRFLOW__API_AUTH__JWT_SECRET"] == "change-me-jwt-secret"
         assert services[name]["depends_on"]["init"]["condition"] == "service_completed_successfully"
+
+
+def test_compose_celery_profile_adds_the_broker_and_workers() -> None:
+    run = _compose(
+        "--profile", "celery", "config", "--format", "json", AIRFLOW_EXECUTOR="CeleryExecutor"
+    )
+    assert run.returncode == 0, run.stderr
+    services = json.loads(run.stdout)["services"]
+    assert set(services) == {"postgres", "init", "redis", "airflow-worker", *COMPONENTS}
+    worker = services["airflow-worker"]
+    assert worker["command"] == ["celery", "worker"]
+    assert worker["depends_on"]["redis"]["condition"] == "service_healthy"
+    assert "ports" not in services["redis"]  # the broker stays inside the compose network
+    for name in ("airflow-worker", *COMPONENTS):
+        env = services[name]["environment"]
+        assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
+        assert env["AIRFLOW__CELERY__BROKER_URL"] == "redis://redis:6379/0"
+        assert env["AIRFLOW__CELERY__RESULT_BACKEND"].startswith("db+postgresql://")
+    # without the profile: LocalExecutor and no broker
+    plain = json.loads(_compose("config", "--format", "json").stdout)["services"]
+    assert plain["scheduler"]["environment"]["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor"
 
 
 def test_compose_refuses_to_run_without_secrets(tmp_path: Path) -> None:

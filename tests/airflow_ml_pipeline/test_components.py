@@ -5,16 +5,21 @@ does) succeeds and moves the alias; stopping leaves no process behind."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
-from airflow_testkit import DAG_ID, FAST_CONF, REPO
+from airflow_testkit import (
+    DAG_ID,
+    FAST_CONF,
+    api_client,
+    launcher,
+    launcher_env,
+    process_groups,
+    trigger_and_wait,
+)
 from mlflow.tracking import MlflowClient
 
 from recsys.config import MODEL_NAME
@@ -23,20 +28,7 @@ from tests.helpers import copy_store
 
 pytestmark = [pytest.mark.airflow, pytest.mark.slow]
 
-SCRIPT = REPO / "airflow_ml_pipeline" / "run-airflow.sh"
 RUN_TIMEOUT_S = 300
-
-
-def _script(mode: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["bash", str(SCRIPT), mode], env=env, capture_output=True, text=True, timeout=300
-    )
-
-
-def _process_groups(pids: list[int]) -> list[str]:
-    """Processes still alive in the process groups led by ``pids``."""
-    ps = subprocess.run(["ps", "-eo", "pgid=,pid=,args="], capture_output=True, text=True)
-    return [line for line in ps.stdout.splitlines() if int(line.split()[0]) in pids]
 
 
 @pytest.fixture(scope="module")
@@ -44,27 +36,22 @@ def airflow(tmp_path_factory: pytest.TempPathFactory, tiny_store: str) -> Iterat
     root = tmp_path_factory.mktemp("components")
     var = root / "var"
     copy_store(tiny_store, var)  # var/events.db: the default store under RECSYS_VAR_DIR
-    port = free_port()
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith(("RECSYS_", "MLFLOW_", "AIRFLOW"))
-    }
-    env |= {
-        "AIRFLOW_HOME": str(root / "airflow"),
-        "AIRFLOW_PORT": str(port),
-        "RECSYS_VAR_DIR": str(var),
-        # no service runs here: the reload task warns and the run still succeeds
-        "RECSYS_SERVICE_URL": "http://127.0.0.1:9",
-    }
-    started = _script("start", env)
+    env = launcher_env(root / "airflow", free_port(), var)
+    started = launcher("start", env)
     pidfiles = sorted((root / "airflow" / "pids").glob("*.pid"))
     pids = [int(p.read_text()) for p in pidfiles]
     try:
         assert started.returncode == 0, started.stdout[-3000:] + started.stderr[-3000:]
-        yield {"url": f"http://127.0.0.1:{port}", "var": var, "out": started.stdout, "env": env}
+        yield {
+            "url": f"http://127.0.0.1:{env['AIRFLOW_PORT']}",
+            "var": var,
+            "out": started.stdout,
+            "env": env,
+        }
     finally:
-        stopped = _script("stop", env)
+        stopped = launcher("stop", env)
         assert stopped.returncode == 0, stopped.stderr
-        assert _process_groups(pids) == []
+        assert process_groups(pids) == []
 
 
 def test_components_listen_on_loopback_only(airflow: dict[str, Any]) -> None:
@@ -75,7 +62,7 @@ def test_components_listen_on_loopback_only(airflow: dict[str, Any]) -> None:
         "dag-processor",
     }
     ss = subprocess.run(["ss", "-Hltnp"], capture_output=True, text=True).stdout
-    groups = {line.split()[1] for line in _process_groups(pids)}  # pids in the groups
+    groups = {line.split()[1] for line in process_groups(pids, 0)}  # pids in the groups
     ours = [line for line in ss.splitlines() if any(f"pid={pid}," in line for pid in groups)]
     assert ours, ss
     assert all(line.split()[3].startswith("127.0.0.1:") for line in ours), ours
@@ -85,28 +72,13 @@ def test_a_run_triggered_over_the_rest_api_succeeds_and_moves_the_alias(
     airflow: dict[str, Any],
 ) -> None:
     url = airflow["url"]
-    password = json.loads((Path(airflow["env"]["AIRFLOW_HOME"]) / "passwords.json").read_text())
+    home = Path(airflow["env"]["AIRFLOW_HOME"])
+    password = json.loads((home / "passwords.json").read_text())
     assert f"password: {password['admin']}" in airflow["out"]  # the login printed on start
-    token = httpx.post(
-        f"{url}/auth/token", json={"username": "admin", "password": password["admin"]}
-    ).json()["access_token"]
-    api = httpx.Client(base_url=f"{url}/api/v2", headers={"Authorization": f"Bearer {token}"})
-    deadline = time.monotonic() + 120
-    while api.get(f"/dags/{DAG_ID}").status_code != 200:  # the DAG processor parses it first
-        assert time.monotonic() < deadline, "the DAG was not parsed in time"
-        time.sleep(1)
-    assert api.patch(f"/dags/{DAG_ID}", json={"is_paused": False}).status_code == 200
-    trigger = api.post(f"/dags/{DAG_ID}/dagRuns", json={"logical_date": None, "conf": FAST_CONF})
-    assert trigger.status_code == 200, trigger.text
-    run_id = trigger.json()["dag_run_id"]
-    deadline = time.monotonic() + RUN_TIMEOUT_S
-    state = "queued"
-    while state not in ("success", "failed"):
-        assert time.monotonic() < deadline, f"run still {state} after {RUN_TIMEOUT_S}s"
-        time.sleep(2)
-        state = api.get(f"/dags/{DAG_ID}/dagRuns/{run_id}").json()["state"]
-    tasks = api.get(f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances").json()["task_instances"]
-    assert state == "success", {t["task_id"]: t["state"] for t in tasks}
+    api = api_client(url, home)
+    run = trigger_and_wait(api, FAST_CONF, RUN_TIMEOUT_S)
+    run_id, tasks = run["dag_run_id"], run["task_instances"]
+    assert run["state"] == "success", {t["task_id"]: t["state"] for t in tasks}
     tracking = f"sqlite:///{airflow['var'] / 'mlflow.db'}"
     champion = MlflowClient(tracking, tracking).get_model_version_by_alias(MODEL_NAME, "champion")
     assert champion.tags["gate"].startswith("first model")
