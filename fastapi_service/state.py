@@ -142,7 +142,8 @@ class RedisHistory:
         if not self._up():
             return 0
         try:
-            return int(self._redis.zcard(self._visitors))
+            count: Any = self._redis.zcard(self._visitors)  # redis-py types sync and async alike
+            return int(count)
         except self._errors as exc:
             self._failed("count", exc)
             return 0
