@@ -7,11 +7,16 @@ bundle folder, then in one run measures:
 * wrk (1 thread, N connections, same duration, each after a short warm-up) against
   (a) ``GET /health/live`` (the server's ceiling), (b) ``GET /recommendations?user_id=..&k=5``
   rotating over sampled warm visitor ids (a wrk Lua script) and (c) the same for unknown
-  (cold) visitors, for information;
+  (cold) visitors, for information; (d) ``POST /events``, one view per request, each from a
+  new visitor (ingestion: every 202 means committed, see the README's durability contract);
+  (e) ``GET /recommendations`` for browsing visitors: 2,000 warm visitors who each posted a
+  view just before (they are ranked live, not from the precomputed table);
 * throughput of (b) / throughput of (a) (goal >= 0.70) and the p99 latency of (b)
   (goal <= 10 ms), as wrk reports them (``--latency``);
 * service memory: VmRSS of the server process and its children after the load runs
   (goal <= 1.5 GB);
+* ingestion: (d) / (a) (goal >= 0.5) and p99 <= 10 ms; browsing: (e) / (a) (goal >= 0.7) and
+  p99 <= 5 ms (``--db-url`` runs them against PostgreSQL instead of a SQLite file);
 * top-k agreement, in process on the same bundle: ``Recommender.top_k`` (the served fast
   path) vs ``Recommender.exact_top_k`` (brute force) for sampled warm users (goal >= 99 %).
 
@@ -62,6 +67,11 @@ GOAL_RATIO_EXPERIMENT = 0.80
 GOAL_P99_MS = 10.0
 GOAL_AGREEMENT = 0.99
 GOAL_RSS_BYTES = 1.5 * 1024**3
+GOAL_INGEST_RATIO = 0.5
+GOAL_INGEST_P99_MS = 10.0
+GOAL_BROWSING_RATIO = 0.7
+GOAL_BROWSING_P99_MS = 5.0
+BROWSING_VISITORS = 2_000
 
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3, "h": 3600e3}
 _SIZE = {"": 1, "k": 1e3, "K": 1e3, "M": 1e6, "G": 1e9}
@@ -134,6 +144,27 @@ def lua_rotation(path: Path, ids: np.ndarray, k: int) -> Path:
     return path
 
 
+LUA_EVENTS = """local items = {ITEMS}
+local n = #items
+local i = 0
+local headers = {["Content-Type"] = "application/json"}
+request = function()
+  i = i + 1
+  local body = string.format('{"visitorid":%d,"event":"view","itemid":%d}', FIRST + i, items[i % n + 1])
+  return wrk.format("POST", "/events", headers, body)
+end
+"""
+
+
+def lua_events(path: Path, first_visitor: int, items: np.ndarray) -> Path:
+    """A wrk script posting one view per request, each from a new visitor, items round-robin."""
+    table = ",".join(str(int(i)) for i in items)
+    path.write_text(
+        LUA_EVENTS.replace("{ITEMS}", f"{{{table}}}").replace("FIRST", str(first_visitor))
+    )
+    return path
+
+
 def run_wrk(
     name: str, url: str, duration: float, connections: int, script: Path | None = None
 ) -> WrkResult:
@@ -175,7 +206,12 @@ EXPERIMENT = """experiments:
 
 
 def server_env(
-    bundle: Path, tmp: Path, port: int, workers: int, experiments: Path | None = None
+    bundle: Path,
+    tmp: Path,
+    port: int,
+    workers: int,
+    experiments: Path | None = None,
+    db_url: str | None = None,
 ) -> dict[str, str]:
     """The image's environment (Dockerfile), pointed at a local bundle and a temp folder."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("RECSYS_")}
@@ -189,11 +225,32 @@ def server_env(
         RECSYS_WORKERS=str(workers),
         RECSYS_MODEL_URI=str(bundle),
         RECSYS_CACHE_DIR=str(tmp / "model-cache"),
-        RECSYS_DB_URL=f"sqlite:///{tmp / 'events.db'}",
+        RECSYS_DB_URL=db_url or f"sqlite:///{tmp / 'events.db'}",
         RECSYS_POLL_INTERVAL_S="0",
         RECSYS_ACCESS_LOG="false",
     )
     return env
+
+
+def post_views(port: int, visitors: np.ndarray, items: np.ndarray) -> None:
+    """Each visitor views one item now (batches of 500): they become browsing visitors."""
+    for start in range(0, len(visitors), 500):
+        body = json.dumps(
+            [
+                {"visitorid": int(v), "event": "view", "itemid": int(i)}
+                for v, i in zip(
+                    visitors[start : start + 500], items[start : start + 500], strict=True
+                )
+            ]
+        ).encode()
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        try:
+            conn.request("POST", "/events", body, {"Content-Type": "application/json"})
+            response = conn.getresponse()
+            if response.status != 202:
+                raise RuntimeError(f"POST /events: {response.status} {response.read()[:300]!r}")
+        finally:
+            conn.close()
 
 
 def wait_ready(
@@ -446,6 +503,9 @@ def main() -> int:
     parser.add_argument("--ready-timeout", type=float, default=300.0)
     parser.add_argument("--check", action="store_true", help="exit 1 if any goal fails")
     parser.add_argument(
+        "--db-url", default=None, help="event store of the service (default: a new SQLite file)"
+    )
+    parser.add_argument(
         "--experiment",
         action="store_true",
         help="serve a two-variant A/B experiment (champion vs popular, 50/50)",
@@ -477,13 +537,17 @@ def main() -> int:
     # only the id array: the server gets the machine to itself while it starts
     with np.load(arrays, allow_pickle=False) as npz:
         user_ids = npz["user_ids"]
+        item_ids = npz["item_ids"]
     rng = np.random.default_rng(args.seed)
     n_sample = min(args.users, len(user_ids))
     warm_pos = np.sort(rng.choice(len(user_ids), size=n_sample, replace=False))
     warm_ids = user_ids[rng.permutation(warm_pos)]
     top = int(user_ids.max()) if len(user_ids) else 0
     cold_ids = np.arange(top + 1, top + 1 + n_sample, dtype=np.int64)
-    del user_ids
+    browsing_ids = warm_ids[:BROWSING_VISITORS]
+    browsing_items = rng.choice(item_ids, size=len(browsing_ids))
+    event_items = rng.choice(item_ids, size=1000)
+    del user_ids, item_ids
 
     failures: list[str] = []
     results: dict[str, WrkResult] = {}
@@ -493,6 +557,8 @@ def main() -> int:
         log = tmp / "server.log"
         warm_lua = lua_rotation(tmp / "warm.lua", warm_ids, args.k)
         cold_lua = lua_rotation(tmp / "cold.lua", cold_ids, args.k)
+        events_lua = lua_events(tmp / "events.lua", top + 1 + 2 * n_sample, event_items)
+        browsing_lua = lua_rotation(tmp / "browsing.lua", browsing_ids, args.k)
         experiments = None
         if args.experiment:
             experiments = tmp / "experiments.yaml"
@@ -501,7 +567,7 @@ def main() -> int:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "fastapi_service"],
                 cwd=REPO,
-                env=server_env(bundle_dir, tmp, port, args.workers, experiments),
+                env=server_env(bundle_dir, tmp, port, args.workers, experiments, args.db_url),
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # its own process group: stop() ends the workers too
@@ -539,8 +605,12 @@ def main() -> int:
                 ("health/live", f"{base}/health/live", None),
                 ("recommendations warm", f"{base}/recommendations", warm_lua),
                 ("recommendations cold", f"{base}/recommendations", cold_lua),
+                ("events single", f"{base}/events", events_lua),
+                ("recommendations browsing", f"{base}/recommendations", browsing_lua),
             ]
             for name, url, script in plan:
+                if name == "recommendations browsing":
+                    post_views(port, browsing_ids, browsing_items)
                 if args.warmup > 0:
                     run_wrk(name, url, args.warmup, args.connections, script)
                 pids = descendants(proc.pid)
@@ -548,14 +618,16 @@ def main() -> int:
                 results[name] = res = run_wrk(name, url, args.duration, args.connections, script)
                 cpu = cpu_seconds(pids) - cpu0
                 after = server_seconds(port)
-                route = "/health/live" if script is None else "/recommendations"
+                route = {"health/live": "/health/live", "events single": "/events"}.get(
+                    name, "/recommendations"
+                )
                 c0, s0 = before.get(route, (0.0, 0.0))
                 c1, s1 = after.get(route, (0.0, 0.0))
                 # one worker's histogram when there are several: only meaningful for 1
                 in_app = (s1 - s0) / (c1 - c0) * 1e3 if c1 > c0 and args.workers == 1 else None
                 errors = sum(res.socket_errors.values())
                 print(
-                    f"wrk {name:<21} {res.requests_per_s:8.1f} req/s  p50 {res.p50_ms:6.2f} ms  "
+                    f"wrk {name:<24} {res.requests_per_s:8.1f} req/s  p50 {res.p50_ms:6.2f} ms  "
                     f"p99 {res.p99_ms:6.2f} ms  max {res.max_ms:7.2f} ms  "
                     f"({res.requests:,} requests, non-2xx {res.non_2xx}, socket errors {errors})"
                 )
@@ -638,6 +710,34 @@ def main() -> int:
         (
             f"service memory RSS after load {gib(mem['rss'])} (goal <= {gib(GOAL_RSS_BYTES)})",
             mem["rss"] <= GOAL_RSS_BYTES,
+        ),
+    ]
+    ingest, browsing = results["events single"], results["recommendations browsing"]
+    ingest_ratio = ingest.requests_per_s / live.requests_per_s
+    browsing_ratio = browsing.requests_per_s / live.requests_per_s
+    store = "PostgreSQL" if args.db_url and args.db_url.startswith("postgres") else "SQLite"
+    checks += [
+        (
+            f"ingestion POST /events (one event per request, {store}) / health-live = "
+            f"{ingest.requests_per_s:.0f} / {live.requests_per_s:.0f} = {ingest_ratio:.2f} "
+            f"(goal >= {GOAL_INGEST_RATIO:.2f})",
+            ingest_ratio >= GOAL_INGEST_RATIO,
+        ),
+        (
+            f"p99 latency of POST /events {ingest.p99_ms:.2f} ms "
+            f"(goal <= {GOAL_INGEST_P99_MS:.0f} ms)",
+            ingest.p99_ms <= GOAL_INGEST_P99_MS,
+        ),
+        (
+            f"browsing visitors (a view posted just before) / health-live = "
+            f"{browsing.requests_per_s:.0f} / {live.requests_per_s:.0f} = {browsing_ratio:.2f} "
+            f"(goal >= {GOAL_BROWSING_RATIO:.2f})",
+            browsing_ratio >= GOAL_BROWSING_RATIO,
+        ),
+        (
+            f"p99 latency of browsing visitors {browsing.p99_ms:.2f} ms "
+            f"(goal <= {GOAL_BROWSING_P99_MS:.0f} ms)",
+            browsing.p99_ms <= GOAL_BROWSING_P99_MS,
         ),
     ]
     cold = results["recommendations cold"]

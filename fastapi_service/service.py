@@ -27,7 +27,13 @@ from fastapi_service.metrics import ServiceMetrics
 from fastapi_service.model_manager import ModelManager
 from fastapi_service.schemas import Event, EventsAccepted
 from fastapi_service.settings import ServiceSettings
-from fastapi_service.state import ExposureBuffer, History, OnlineHistory, RedisHistory
+from fastapi_service.state import (
+    ExposureBuffer,
+    GroupCommit,
+    History,
+    OnlineHistory,
+    RedisHistory,
+)
 from recsys import columns as C
 from recsys.abtest import Experiment, Router
 from recsys.data import schema
@@ -78,6 +84,10 @@ class Service:
         else:
             self.history = OnlineHistory(settings.history_visitors, settings.history_items)
         self.exposures = ExposureBuffer(settings.exposure_buffer)
+        #: POST /events batches, written to the store in shared transactions (group commit)
+        self.event_writer: GroupCommit[tuple[list[Event], list[int]], int] = GroupCommit(
+            self._write_events, isolate=(DataValidationError,)
+        )
         #: None only when the store URL is unusable (then POST /events is always 503)
         self.store: EventStore | None = None
         #: whether the last use of the store succeeded (readiness, a metric); None: not tried
@@ -99,11 +109,12 @@ class Service:
             self._ab_task = asyncio.create_task(self._ab_metrics_forever(), name="ab-metrics")
 
     async def stop(self) -> None:
-        """Stop the background loops and write the exposures still buffered."""
+        """Stop the background loops and write the events and exposures still queued."""
         for task in (self._flush_task, self._ab_task):
             if task is not None:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
+        await self.event_writer.close()
         await self.flush_exposures()
 
     def _open_store(self) -> None:
@@ -268,9 +279,8 @@ class Service:
             (t, e.visitorid, e.itemid, e.event) for t, e in zip(stamps, events, strict=True)
         )
         self.metrics.history_visitors.set(len(self.history))
-        frame = events_frame(events, stamps)
         try:
-            stored = await run_in_threadpool(self.store.append_events, frame)
+            stored = await self.event_writer.submit((events, stamps))
         except DataValidationError:
             raise  # the client's data, not a store failure
         except Exception as exc:
@@ -285,6 +295,14 @@ class Service:
         for event_type, count in Counter(e.event for e in events).items():
             self.metrics.events.labels(event=event_type).inc(count)
         return EventsAccepted(received=len(events), stored=int(stored))
+
+    def _write_events(self, batches: list[tuple[list[Event], list[int]]]) -> list[int]:
+        """Write several requests' events in one transaction (see :attr:`event_writer`)."""
+        assert self.store is not None  # ingest checked it
+        events = [event for batch, _ in batches for event in batch]
+        stamps = [stamp for _, batch_stamps in batches for stamp in batch_stamps]
+        frame = events_frame(events, stamps)
+        return self.store.append_event_batches(frame, [len(batch) for batch, _ in batches])
 
     async def flush_exposures(self) -> None:
         """Write buffered exposures to the store in one batch (dropped if the store fails)."""

@@ -1,4 +1,4 @@
-"""Request-side state of the service: online histories and buffered exposures.
+"""Request-side state of the service: online histories, buffered exposures, group commit.
 
 Online histories live in process (:class:`OnlineHistory`, one replica) or in Redis
 (:class:`RedisHistory`, shared by every replica and worker); both have the same interface.
@@ -7,17 +7,22 @@ Online histories live in process (:class:`OnlineHistory`, one replica) or in Red
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
+
+from starlette.concurrency import run_in_threadpool
 
 from recsys import columns as C
 
 log = logging.getLogger("fastapi_service")
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 class History(Protocol):
@@ -224,3 +229,70 @@ class ExposureBuffer:
         rows = list(self._rows)  # add and drain both run on the event loop's thread
         self._rows.clear()
         return rows
+
+
+class GroupCommit(Generic[T, R]):
+    """Items written in groups by one writer, each submitter answered once its group is written.
+
+    The items submitted while a write is in flight form the next group: under concurrency
+    one transaction (one commit, one fsync) serves many requests, and alone an item is
+    written at once. ``write`` runs in a worker thread and returns one result per item; if it
+    raises, every submitter of the group gets the error, except that an error of the types
+    ``isolate`` (one client's bad data) makes the group's items be written one by one, so it
+    reaches only the submitter it belongs to. A cancelled submitter's item is still written.
+    """
+
+    def __init__(
+        self, write: Callable[[list[T]], list[R]], isolate: tuple[type[Exception], ...] = ()
+    ) -> None:
+        self._write = write
+        self._isolate = isolate
+        self._queue: list[tuple[T, asyncio.Future[R]]] = []
+        self._wake = asyncio.Event()
+        self._writing = False
+        self._task: asyncio.Task[None] | None = None
+
+    async def submit(self, item: T) -> R:
+        """Queue ``item`` for the next group and wait for its result (or error)."""
+        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        self._queue.append((item, future))
+        self._wake.set()
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run(), name="group-commit")
+        return await future
+
+    async def close(self) -> None:
+        """Write what is queued, then stop the writer."""
+        while self._queue or self._writing:
+            await asyncio.sleep(0.01)
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._queue:
+                group, self._queue = self._queue, []
+                self._writing = True
+                try:
+                    await self._commit(group)
+                finally:
+                    self._writing = False
+
+    async def _commit(self, group: list[tuple[T, asyncio.Future[R]]]) -> None:
+        try:
+            results = await run_in_threadpool(self._write, [item for item, _ in group])
+        except Exception as exc:
+            if len(group) > 1 and isinstance(exc, self._isolate):
+                for one in group:
+                    await self._commit([one])
+                return
+            for _, future in group:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        for (_, future), result in zip(group, results, strict=True):
+            if not future.done():
+                future.set_result(result)

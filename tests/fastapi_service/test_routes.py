@@ -379,7 +379,7 @@ class FailingStore:
     def __init__(self, error: Exception) -> None:
         self.error = error
 
-    def append_events(self, frame: object) -> int:
+    def append_event_batches(self, frame: object, sizes: object) -> list[int]:
         raise self.error
 
     def log_exposures(self, rows: object) -> int:

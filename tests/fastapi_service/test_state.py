@@ -1,8 +1,11 @@
-"""Online history (in process: bounded LRU; in Redis: shared) and the exposure buffer."""
+"""Online history (in process: bounded LRU; in Redis: shared), the exposure buffer and the
+group commit of posted events."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
+import threading
 import time
 import uuid
 from collections import Counter
@@ -10,7 +13,13 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from fastapi_service.state import ExposureBuffer, History, OnlineHistory, RedisHistory
+from fastapi_service.state import (
+    ExposureBuffer,
+    GroupCommit,
+    History,
+    OnlineHistory,
+    RedisHistory,
+)
 
 pytestmark = pytest.mark.service
 
@@ -138,3 +147,56 @@ def test_freeze_heap_moves_live_objects_to_the_permanent_generation() -> None:
         assert gc.get_freeze_count() <= frozen + 1000
     finally:
         gc.unfreeze()
+
+
+class Recorder:
+    """A ``write`` for GroupCommit: records each group, slow enough for others to queue up;
+    negative items are bad data (ValueError), 0 is an outage (OSError)."""
+
+    def __init__(self) -> None:
+        self.groups: list[list[int]] = []
+        self.lock = threading.Lock()
+
+    def __call__(self, items: list[int]) -> list[int]:
+        time.sleep(0.02)
+        if 0 in items:
+            raise OSError("store down")
+        if any(i < 0 for i in items):
+            raise ValueError(f"bad item in {items}")
+        with self.lock:
+            self.groups.append(items)
+        return [i * 10 for i in items]
+
+
+def test_group_commit_writes_concurrent_submissions_together() -> None:
+    write = Recorder()
+
+    async def main() -> list[int]:
+        commit = GroupCommit(write, isolate=(ValueError,))
+        results = await asyncio.gather(*(commit.submit(i) for i in range(1, 41)))
+        await commit.close()
+        return results
+
+    assert asyncio.run(main()) == [i * 10 for i in range(1, 41)]
+    written = [i for group in write.groups for i in group]
+    assert sorted(written) == list(range(1, 41))  # each exactly once
+    assert len(write.groups) <= 3  # the first alone, then the ones that queued meanwhile
+
+
+def test_group_commit_isolates_bad_data_but_shares_an_outage() -> None:
+    write = Recorder()
+
+    async def main() -> list[object]:
+        commit = GroupCommit(write, isolate=(ValueError,))
+        first = asyncio.create_task(commit.submit(1))  # the others queue behind it
+        await asyncio.sleep(0)
+        bad = await asyncio.gather(*(commit.submit(i) for i in (2, -3, 4)), return_exceptions=True)
+        down = await asyncio.gather(commit.submit(5), commit.submit(0), return_exceptions=True)
+        await commit.close()
+        return [await first, *bad, *down]
+
+    one, two, bad, four, five, zero = asyncio.run(main())
+    assert (one, two, four) == (10, 20, 40)
+    assert isinstance(bad, ValueError) and "-3" in str(bad)
+    assert isinstance(five, OSError) and isinstance(zero, OSError)  # not isolated
+    assert sorted(i for group in write.groups for i in group) == [1, 2, 4]

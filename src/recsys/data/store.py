@@ -21,6 +21,7 @@ import json
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
@@ -384,19 +385,29 @@ def _window(query: Select[Any], t: Any, start_ms: int | None, end_ms: int | None
 
 
 def _executemany_rows(
-    raw: Any, table: Table, columns: Sequence[str], rows: pd.DataFrame, conflict: str
-) -> int:
-    """SQLite: chunked ``executemany`` inside the caller's transaction."""
+    raw: Any,
+    table: Table,
+    columns: Sequence[str],
+    rows: pd.DataFrame,
+    conflict: str,
+    bounds: Sequence[int] | None = None,
+) -> list[int]:
+    """SQLite: chunked ``executemany`` inside the caller's transaction; the rows written of
+    each slice ``bounds[i]:bounds[i + 1]`` (default: one slice, all rows)."""
     names = ", ".join(f'"{c}"' for c in columns)
     sql = f"INSERT INTO {table.name} ({names}) VALUES ({', '.join('?' * len(columns))}) {conflict}"
     # Python values; None where a nullable column is missing (what the driver binds as NULL)
     values = [_nullable(rows[c]) if rows[c].hasnans else rows[c].tolist() for c in columns]
+    slices = pairwise(bounds if bounds is not None else (0, len(rows)))
     cursor = raw.cursor()
-    added = 0
+    added = []
     try:
-        for start in range(0, len(rows), _CHUNK):
-            cursor.executemany(sql, zip(*(c[start : start + _CHUNK] for c in values), strict=True))
-            added += max(cursor.rowcount, 0)
+        for first, stop in slices:
+            added.append(0)
+            for start in range(first, stop, _CHUNK):
+                end = min(start + _CHUNK, stop)
+                cursor.executemany(sql, zip(*(c[start:end] for c in values), strict=True))
+                added[-1] += max(cursor.rowcount, 0)
     finally:
         cursor.close()
     return added
@@ -423,7 +434,9 @@ def _copy_rows(
         cur.execute(
             f"INSERT INTO {table.name} ({names}) SELECT {names} FROM {stage.name} {conflict}"
         )
-        return max(cur.rowcount, 0)
+        added = max(cur.rowcount, 0)
+        cur.execute(f"DROP TABLE {stage.name}")  # free for the next batch of the transaction
+        return added
 
 
 class EventStore:
@@ -560,7 +573,7 @@ class EventStore:
         path = folder / C.EVENTS_FILE
         events = load_events(path)
         # already validated by the loader: no second pass over millions of rows
-        added = self._insert_events(events[list(C.EVENTS_COLUMNS)].assign(**{C.REQUEST_ID: None}))
+        [added] = self._insert_events(events[list(C.EVENTS_COLUMNS)].assign(**{C.REQUEST_ID: None}))
         log.info("%s: %d events read, %d new in the store", path, len(events), added)
         future = int((events[C.TIMESTAMP].to_numpy() > schema.future_limit_ms()).sum())
         if future:
@@ -633,18 +646,32 @@ class EventStore:
         Raises
         ------
         DataValidationError
-            A column is missing or a row breaks the events contract.
+            A column is missing or a row breaks the events contract (nothing is written).
         """
-        return self._insert_events(_validated_events(df))
+        [added] = self._insert_events(_validated_events(df))
+        return added
 
-    def _insert_events(self, rows: pd.DataFrame) -> int:
+    @_operation
+    def append_event_batches(self, df: pd.DataFrame, sizes: Sequence[int]) -> list[int]:
+        """:meth:`append_events` for several clients' batches at once (the service's group
+        commit): ``df`` is their concatenation, ``sizes`` their lengths; one transaction, one
+        count of new events per batch."""
+        return self._insert_events(_validated_events(df), sizes)
+
+    def _insert_events(self, rows: pd.DataFrame, sizes: Sequence[int] | None = None) -> list[int]:
+        """Insert validated event rows in one transaction; the new rows of each of the
+        consecutive slices of ``sizes`` (default: one slice)."""
         self._ensure_schema()
+        bounds = np.cumsum([0, *(sizes if sizes is not None else [len(rows)])])
+        if bounds[-1] != len(rows):
+            raise ValueError(f"sizes add up to {bounds[-1]}, not the {len(rows)} rows")
         if rows.empty:
-            return 0
+            return [0] * (len(bounds) - 1)
         with self.engine.begin() as conn:
             if self.dialect == "postgresql":
-                return _copy_rows(conn, events_table, _EVENT_INSERT_COLUMNS, rows, _SKIP)
-            return self._executemany_events(conn, rows)
+                insert = functools.partial(_copy_rows, conn, events_table, _EVENT_INSERT_COLUMNS)
+                return [insert(rows.iloc[a:b], _SKIP) for a, b in pairwise(bounds)]
+            return self._executemany_events(conn, rows, bounds)
 
     def _insert(
         self, table: Table, columns: Sequence[str], rows: pd.DataFrame, conflict: str
@@ -657,12 +684,13 @@ class EventStore:
         with self.engine.begin() as conn:
             if self.dialect == "postgresql":
                 return _copy_rows(conn, table, columns, rows, conflict)
-            return _executemany_rows(
+            [added] = _executemany_rows(
                 conn.connection.driver_connection, table, columns, rows, conflict
             )
+            return added
 
     @staticmethod
-    def _executemany_events(conn: Connection, rows: pd.DataFrame) -> int:
+    def _executemany_events(conn: Connection, rows: pd.DataFrame, bounds: Any) -> list[int]:
         raw = conn.connection.driver_connection
         if not raw.in_transaction:  # type: ignore[union-attr]
             # pysqlite opens transactions lazily, only before DML: without this the index
@@ -674,7 +702,7 @@ class EventStore:
         rebuild = len(rows) >= _SQLITE_REBUILD_ROWS
         if rebuild:
             _VISITOR_INDEX.drop(conn)
-        added = _executemany_rows(raw, events_table, _EVENT_INSERT_COLUMNS, rows, _SKIP)
+        added = _executemany_rows(raw, events_table, _EVENT_INSERT_COLUMNS, rows, _SKIP, bounds)
         if rebuild:
             _VISITOR_INDEX.create(conn)
         return added

@@ -148,6 +148,22 @@ def test_append_events_keeps_request_id_and_skips_repeats(store: EventStore, raw
     assert events[C.EVENT].tolist() == [C.ADDTOCART, C.PURCHASE, C.VIEW]
 
 
+def test_append_events_writes_several_clients_batches_in_one_transaction(
+    store: EventStore,
+) -> None:
+    first = (1700000000000, 555, C.VIEW, 42, None, "req-1")
+    second = (1700000000001, 556, C.ADDTOCART, 43, None, "req-2")
+    third = (1700000000002, 557, C.VIEW, 44, None, None)
+    assert store.append_event_batches(posted([first]), [1]) == [1]
+    # the service's group commit: three clients' batches, the second repeating a stored event
+    counts = store.append_event_batches(posted([second, first, third, first]), [1, 2, 1])
+    assert counts == [1, 1, 0]
+    assert store.read_events()[C.VISITOR].tolist() == [555, 556, 557]
+    assert store.append_event_batches(posted([]), [0, 0]) == [0, 0]
+    with pytest.raises(ValueError, match="sizes add up to 3"):
+        store.append_event_batches(posted([first]), [1, 2])
+
+
 @pytest.mark.parametrize(
     ("row", "column"),
     [
