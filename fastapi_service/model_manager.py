@@ -15,6 +15,10 @@ version is loaded once, with one :class:`~recsys.serving.ItemSearch`, and shared
 that use it (a ``popular`` arm is a Recommender over an already loaded bundle: a few arrays
 of catalogue length); arms of the same version and policy share one Recommender. A reload
 resolves every alias again and swaps the champion and the arms together.
+
+Why one module of this size: the lifecycle is one state machine (resolve -> fetch -> load ->
+swap, for the champion and every arm) whose steps share the cache layout and the current
+model.
 """
 
 from __future__ import annotations

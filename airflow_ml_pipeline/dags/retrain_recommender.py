@@ -22,6 +22,10 @@ the store + 1 ms, i.e. "train on everything there is now".
 **Settings** come from `RECSYS_*` variables, as for the CLI and the service: `RECSYS_VAR_DIR`,
 `RECSYS_DB_URL`, `RECSYS_MLFLOW_TRACKING_URI`, `RECSYS_SERVICE_URL`, `RECSYS_ADMIN_TOKEN`,
 `RECSYS_ALERT_WEBHOOK_URL` (a failed task posts there).
+
+(Over 400 lines because this docstring is the DAG's documentation in the Airflow UI and the
+trigger form's parameters are declared here with their titles, bounds and help texts; the
+task bodies are short calls of `recsys.pipeline.stages`.)
 """
 
 from __future__ import annotations

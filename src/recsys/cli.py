@@ -2,6 +2,9 @@
 ``recsys ab report``, ``recsys simulate``.
 
 A thin shell: every command parses options, calls one library function and renders its result.
+
+Why one module of this size: it is the command tree; each command is a few lines of argparse
+and one call, and one file shows every command and option.
 """
 
 from __future__ import annotations

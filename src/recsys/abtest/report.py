@@ -6,6 +6,9 @@ control with intervals and p-values, the minimum detectable effect at 80% power 
 current sample, the sample-ratio-mismatch check and the CUPED-adjusted comparison of the
 add-to-cart conversion (:mod:`.stats`). :func:`format_table`, :meth:`Report.to_dict` and
 :func:`plot_report` render it.
+
+Why one module of this size: the table, JSON and PNG render the same :class:`Report`, and
+building it is where the statistics of :mod:`.stats` meet the attribution.
 """
 
 from __future__ import annotations

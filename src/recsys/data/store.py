@@ -11,6 +11,10 @@ only inside the index expression (ids are never negative), the column itself sta
 and every insert skips conflicting rows (``ON CONFLICT DO NOTHING``). PostgreSQL bulk
 loads go through ``COPY`` into a temporary table; SQLite uses chunked ``executemany`` in
 one transaction.
+
+Why one module of this size: every table, both dialects' bulk paths (COPY, chunked
+``executemany``) and the checks of posted rows share private helpers (the stage table, the
+schema lock, the row conversion); split, those would become an API with a single user.
 """
 
 from __future__ import annotations

@@ -23,6 +23,10 @@ How visitors behave (the signal a recommender can learn):
 
 Everything is vectorised with numpy; Python loops run only over tree levels, weekly
 snapshots/epochs, value kinds and output chunks.  The same ``seed`` gives byte-identical files.
+
+Why one module of this size: the generator's steps draw from one random stream over shared
+intermediate arrays; byte-identical output for a seed depends on their order, which one
+module keeps in view.
 """
 
 from __future__ import annotations

@@ -13,6 +13,9 @@ fitted up to the holdout start and judged on the holdout (the gate decides on it
 (:func:`refit`), so the registered artifact knows the freshest visitors and items. Its
 metadata records both: ``cutoff_ms`` (served) and ``evaluated_cutoff_ms`` with the holdout
 ``metrics`` of the evaluated model.
+
+Why one module of this size: the stages share the run folder and its records, each stage is
+a few dozen lines, and the pipeline reads top to bottom here, in the order it runs.
 """
 
 from __future__ import annotations

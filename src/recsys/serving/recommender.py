@@ -8,6 +8,10 @@ answers (:class:`~recsys.bundle.ServedAnswers`) when they were made for its rank
 list, for one visitor or many, with or without online events, is ranked by one method
 (:meth:`Recommender.rank`): the policy's composition (:func:`~recsys.serving.policies.compose`)
 or its scored candidates (:func:`~recsys.serving.policies.rank_scored`).
+
+Why one module of this size: the filters, fallbacks, reasons, memo and precomputed answers
+all act on the one ranking of :meth:`Recommender.rank`; together they keep a single
+definition of what a visitor is shown.
 """
 
 from __future__ import annotations

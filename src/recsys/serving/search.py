@@ -33,6 +33,10 @@ and multi-threaded BLAS only adds synchronisation.
 
 (A little over 400 lines: the layout, the pruning search, its canonical re-scoring and the
 brute-force reference share the layout and the tolerance, and are one proof of exactness.)
+
+Why one module of this size: the cluster layout, the certificate and the canonical re-scoring
+share their tolerance and ordering rules; together they are the one definition of the model's
+top-k.
 """
 
 from __future__ import annotations
