@@ -29,7 +29,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from types import ModuleType
@@ -171,17 +171,21 @@ class ModelManager:
             await asyncio.gather(self._task, return_exceptions=True)
 
     async def _run(self) -> None:
+        startup = asyncio.create_task(self.reload("startup"), name="startup-reload")
+        wait = (
+            self.settings.registry_timeout_s if is_registry_uri(self.settings.model_uri) else None
+        )
+        done, _ = await asyncio.wait({startup}, timeout=wait)
+        if not done:  # MLflow's own retries take minutes on a dead or silent registry
+            self.last_error = f"registry gave no answer within {wait:g} s (registry_timeout_s)"
+            await self._serve_cache(self.last_error)  # meanwhile; the startup reload goes on
         try:
-            await self.reload("startup")
+            await startup
         except ReloadFailed as exc:
-            cached = await run_in_threadpool(self._load_cached)
-            if cached is None:
-                log.error("no model to serve (%s); not ready", exc)
-            else:
-                self._serve(cached)
-                log.warning(
-                    "serving cached model version %s from %s: %s", cached.version, cached.path, exc
-                )
+            if self.current is None:
+                await self._serve_cache(str(exc))
+                if self.current is None:
+                    log.error("no model to serve (%s); not ready", exc)
         if self.settings.poll_interval_s > 0:
             await self._poll_forever()
 
@@ -224,10 +228,7 @@ class ModelManager:
             references: dict[str, str] = {}
             if is_registry_uri(self.settings.model_uri):
                 try:
-                    version = await run_in_threadpool(resolve_version, self.settings)
-                    references = await run_in_threadpool(
-                        resolve_references, self.settings, self.experiments
-                    )
+                    version, references = await run_in_threadpool(self._resolve)
                 except Exception as exc:
                     self._set_reachable(False)
                     self.last_error = f"registry lookup failed: {exc}"
@@ -241,6 +242,8 @@ class ModelManager:
                 self._set_reachable(True)
                 if current is not None and not force:
                     if version == current.version and references == current.references:
+                        if current.source == "cache":  # the registry is back, same version
+                            self._serve(replace(current, source="registry"))
                         if trigger != "poll":  # unchanged polls would drown the other outcomes
                             self.metrics.reloads.labels(trigger=trigger, outcome="unchanged").inc()
                         return Reload("unchanged", current, current)
@@ -260,6 +263,10 @@ class ModelManager:
             self.metrics.reloads.labels(trigger=trigger, outcome="success").inc()
             return Reload("reloaded", model, current)
 
+    def _resolve(self) -> tuple[str | None, dict[str, str]]:
+        """The champion's version and the experiments' references, from the registry."""
+        return resolve_version(self.settings), resolve_references(self.settings, self.experiments)
+
     def _fail(self, trigger: Trigger, problem: str, message: str, exc: Exception) -> NoReturn:
         self.metrics.reloads.labels(trigger=trigger, outcome="failure").inc()
         self.last_error, self.problem = message, problem
@@ -270,6 +277,15 @@ class ModelManager:
     def _set_reachable(self, reachable: bool) -> None:
         self.registry_reachable = reachable
         self.metrics.registry_reachable.set(1 if reachable else 0)
+
+    async def _serve_cache(self, why: str) -> None:
+        """Serve the last bundle that loaded, if any and if nothing serves yet."""
+        cached = await run_in_threadpool(self._load_cached)
+        if cached is not None and self.current is None:
+            self._serve(cached)
+            log.warning(
+                "serving cached model version %s from %s: %s", cached.version, cached.path, why
+            )
 
     def _load_cached(self) -> LoadedModel | None:
         try:

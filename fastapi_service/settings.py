@@ -54,6 +54,12 @@ class ServiceSettings(BaseSettings):
     poll_interval_s: float = Field(
         default=30.0, ge=0, description="Seconds between alias polls; 0 disables polling."
     )
+    registry_timeout_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="Seconds the registry has at start before the cached bundle (if any) "
+        "serves meanwhile; the start-up load goes on and swaps the registry's model in.",
+    )
     admin_token: SecretStr | None = Field(
         default=None, description="Bearer token of POST /admin/reload; unset disables the endpoint."
     )

@@ -7,8 +7,12 @@ a restart with the registry down); the reload rules themselves are tested in pro
 
 from __future__ import annotations
 
+import socket
 import threading
+import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -200,3 +204,35 @@ def test_restart_with_registry_down_serves_the_cached_bundle(
         assert second.client().get("/recommendations/2").json()["recommendations"] == expected
         assert "serving cached model version" in second.log()
         assert second.metric("recsys_registry_reachable") == 0
+
+
+@contextmanager
+def silent_port() -> Iterator[int]:
+    """A port that accepts connections (the kernel's backlog) and never answers."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(64)
+        yield sock.getsockname()[1]
+
+
+@pytest.mark.parametrize("outage", ["refused", "silent"])
+def test_a_registry_down_or_silent_at_start_delays_readiness_by_seconds(
+    registry: Registry, server_factory, tmp_path: Path, outage: str
+) -> None:
+    """With MLflow's default retries (minutes), the cached bundle serves within
+    ``registry_timeout_s`` (default 5 s) of the start."""
+    v1 = registry.register(write_bundle(tmp_path / "b1" / "bundle", seed=1))
+    cache = str(tmp_path / "shared-cache")
+    server_factory(registry_settings(registry, RECSYS_CACHE_DIR=cache), name="first").stop()
+    with refused_port() if outage == "refused" else silent_port() as port:
+        settings = registry_settings(registry, RECSYS_CACHE_DIR=cache)
+        settings["RECSYS_TRACKING_URI"] = f"http://127.0.0.1:{port}"
+        started = time.monotonic()
+        second = server_factory(settings, name="second")
+        elapsed = time.monotonic() - started
+        state = ready(second)
+    assert (state["model_version"], state["model_source"]) == (v1, "cache")
+    assert state["code"] == "serving_cache"
+    assert "registry gave no answer within 5 s" in second.log()
+    # process start (imports: ~3 s on an idle machine) + the 5 s bound; minutes without it
+    assert elapsed < 20, f"ready after {elapsed:.1f} s"
