@@ -61,7 +61,7 @@ ab-demo: install ## Simulated holdout visitors against the demo service ($(HOST)
 	$(RECSYS) ab report --experiment $(AB_EXPERIMENT) $(if $(EXPERIMENTS),--experiments $(EXPERIMENTS)) --format png --out docs/ab-report.png
 
 test: lint typecheck monitoring-tools k8s-tools ## Lint, type-check and run the whole test suite (needs PostgreSQL on 127.0.0.1:5432)
-	$(PY) -m pytest
+	$(PY) -m pytest --durations=20
 
 test-fast: install ## The edit-test loop: every test not marked slow, doctests included (< 30 s)
 	$(PY) -m pytest -q -m "not slow"
