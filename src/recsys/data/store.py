@@ -23,6 +23,7 @@ import functools
 import io
 import json
 import logging
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
@@ -418,14 +419,21 @@ def _executemany_rows(
 
 
 def _copy_rows(
-    conn: Connection, table: Table, columns: Sequence[str], rows: pd.DataFrame, conflict: str
-) -> int:
-    """PostgreSQL: ``COPY`` into a temporary table, then one ``INSERT ... SELECT``."""
+    conn: Connection,
+    table: Table,
+    columns: Sequence[str],
+    rows: pd.DataFrame,
+    conflict: str,
+    returning: Sequence[str] = (),
+) -> Any:
+    """PostgreSQL: ``COPY`` into a temporary table, then one ``INSERT ... SELECT``; the rows
+    written, or with ``returning`` those columns of each row written."""
     names = ", ".join(f'"{c}"' for c in columns)
     stage = _stage_table(table, columns)
     # CSV COPY reads an unquoted empty field as NULL: not for required text (an empty value)
     texts = [c for c in columns if not table.c[c].nullable and isinstance(table.c[c].type, String)]
     force = f", FORCE_NOT_NULL ({', '.join(texts)})" if texts else ""
+    back = f" RETURNING {', '.join(returning)}" if returning else ""
     raw = conn.connection.driver_connection
     with raw.cursor() as cur:  # type: ignore[union-attr]
         cur.execute(str(CreateTable(stage).compile(dialect=conn.dialect)))
@@ -436,11 +444,26 @@ def _copy_rows(
                 rows.iloc[start : start + _CHUNK].to_csv(buffer, header=False, index=False)
                 copy.write(buffer.getvalue())
         cur.execute(
-            f"INSERT INTO {table.name} ({names}) SELECT {names} FROM {stage.name} {conflict}"
+            f"INSERT INTO {table.name} ({names}) SELECT {names} FROM {stage.name} {conflict}{back}"
         )
-        added = max(cur.rowcount, 0)
-        cur.execute(f"DROP TABLE {stage.name}")  # free for the next batch of the transaction
-        return added
+        return cur.fetchall() if returning else max(cur.rowcount, 0)
+
+
+def _counts_by_slice(rows: pd.DataFrame, bounds: Any, written: list[Any]) -> list[int]:
+    """How many of the rows of each slice ``bounds[i]:bounds[i + 1]`` are among ``written``
+    (their :data:`~recsys.columns.EVENTS_COLUMNS`, the store's unique key); a key written
+    once and given twice counts for its first slice."""
+    fresh = Counter(map(tuple, written))
+    keys = list(zip(*(_nullable(rows[c]) for c in C.EVENTS_COLUMNS), strict=True))
+    counts = []
+    for first, stop in pairwise(bounds):
+        count = 0
+        for key in keys[first:stop]:
+            if fresh[key] > 0:
+                fresh[key] -= 1
+                count += 1
+        counts.append(count)
+    return counts
 
 
 class EventStore:
@@ -674,7 +697,11 @@ class EventStore:
         with self.engine.begin() as conn:
             if self.dialect == "postgresql":
                 insert = functools.partial(_copy_rows, conn, events_table, _EVENT_INSERT_COLUMNS)
-                return [insert(rows.iloc[a:b], _SKIP) for a, b in pairwise(bounds)]
+                if len(bounds) == 2:
+                    return [insert(rows, _SKIP)]
+                # one COPY and one INSERT for every slice, counted apart by the rows written
+                written = insert(rows, _SKIP, returning=C.EVENTS_COLUMNS)
+                return _counts_by_slice(rows, bounds, written)
             return self._executemany_events(conn, rows, bounds)
 
     def _insert(

@@ -159,6 +159,9 @@ def test_append_events_writes_several_clients_batches_in_one_transaction(
     counts = store.append_event_batches(posted([second, first, third, first]), [1, 2, 1])
     assert counts == [1, 1, 0]
     assert store.read_events()[C.VISITOR].tolist() == [555, 556, 557]
+    # two clients posting the same new event at once: stored once, counted for the first
+    fourth = (1700000000003, 558, C.PURCHASE, 45, 7, None)
+    assert store.append_event_batches(posted([fourth, fourth]), [1, 1]) == [1, 0]
     assert store.append_event_batches(posted([]), [0, 0]) == [0, 0]
     with pytest.raises(ValueError, match="sizes add up to 3"):
         store.append_event_batches(posted([first]), [1, 2])
