@@ -112,8 +112,8 @@ PROMETHEUS_PORT ?= 9090
 ALERTMANAGER_PORT ?= 9093
 TRAFFIC ?= 600
 
-monitoring-tools: ## Install the Debian packages of the monitoring and scale-out checks when missing (prometheus, alertmanager, nginx)
-	@bash monitoring/install.sh prometheus alertmanager nginx
+monitoring-tools: ## Install the Debian packages of the monitoring and scale-out checks and the benchmarks when missing (prometheus, alertmanager, nginx, wrk)
+	@bash monitoring/install.sh prometheus alertmanager nginx wrk
 
 monitor: install monitoring-tools ## Service + Prometheus + Alertmanager on loopback (no Docker); Ctrl-C stops them
 	$(PY) -m monitoring.stack --port $(PORT) --prometheus-port $(PROMETHEUS_PORT) \
