@@ -14,9 +14,12 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import multiprocessing
 import secrets
 import time
 from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -94,6 +97,7 @@ class Service:
         self.store_up: bool | None = None
         self._flush_task: asyncio.Task[None] | None = None
         self._ab_task: asyncio.Task[None] | None = None
+        self._ab_pool: ProcessPoolExecutor | None = None  # see update_ab_metrics
         self.router = Router(manager.experiments)
         # request ids: a random per-process prefix and a counter, 32 hex digits like a uuid4
         # hex but without the os.urandom call per request; unique across restarts/processes
@@ -116,6 +120,8 @@ class Service:
                 await asyncio.gather(task, return_exceptions=True)
         await self.event_writer.close()
         await self.flush_exposures()
+        if self._ab_pool is not None:
+            self._ab_pool.shutdown(wait=False, cancel_futures=True)
 
     def _open_store(self) -> None:
         from recsys.data.store import EventStore, safe_url
@@ -166,33 +172,29 @@ class Service:
 
     async def update_ab_metrics(self) -> None:
         """Recompute the per-variant business metrics of every started experiment from the
-        event store and set the ``recsys_ab_*`` gauges."""
+        event store and set the ``recsys_ab_*`` gauges.
+
+        The computation reads every exposure of the experiments (seconds of pandas work at a
+        few hundred thousand): it runs in a child process, so it never holds this process's
+        interpreter lock while requests are served.
+        """
         if self.store is None:
             return
         now = time.time()
         started = [e for e in self.manager.experiments if e.start_s <= now]
-        values = await run_in_threadpool(self._ab_values, started)
+        if self._ab_pool is None:
+            self._ab_pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+        window = self.settings.attribution_window_s
+        try:
+            values = await asyncio.get_running_loop().run_in_executor(
+                self._ab_pool, ab_values, self.settings.db_url, started, window
+            )
+        except BrokenProcessPool:
+            self._ab_pool = None  # the child died (e.g. out of memory): a new one next time
+            raise
         self.metrics.set_ab(values, now)
         exposures = sum(int(row["exposures"]) for row in values.values())
         log.info("A/B metrics of %d exposures in %.2f s", exposures, time.time() - now)
-
-    def _ab_values(self, experiments: list[Experiment]) -> dict[tuple[str, str], dict[str, float]]:
-        from recsys.abtest.attribution import VARIANT_COLUMNS, experiment_counts
-
-        assert self.store is not None
-        values = {}
-        for experiment in experiments:
-            counts = experiment_counts(
-                self.store,
-                experiment.name,
-                [v.name for v in experiment.variants],
-                self.settings.attribution_window_s,
-            )
-            for variant, row in counts.iterrows():
-                values[(experiment.name, str(variant))] = {
-                    name: float(row[name]) for name in VARIANT_COLUMNS
-                }
-        return values
 
     def recommend(self, user_id: int, k: int) -> dict[str, Any]:
         """Top-``k`` items for a visitor, with the visitor's posted events taken into account.
@@ -343,6 +345,31 @@ class Service:
         self.metrics.exposures_expired.inc(deleted)
         if deleted:
             log.info("deleted %d exposures older than %g days", deleted, days)
+
+
+#: the child process's event stores, by URL (one engine per process, not per computation)
+_AB_STORES: dict[str, EventStore] = {}
+
+
+def ab_values(
+    db_url: str, experiments: list[Experiment], window_s: float
+) -> dict[tuple[str, str], dict[str, float]]:
+    """The business metrics of ``experiments`` per (experiment, variant), from the event
+    store at ``db_url`` (run in the A/B child process: see :meth:`Service.update_ab_metrics`)."""
+    from recsys.abtest.attribution import VARIANT_COLUMNS, experiment_counts
+    from recsys.data.store import EventStore
+
+    store = _AB_STORES.get(db_url) or _AB_STORES.setdefault(db_url, EventStore(db_url))
+    values = {}
+    for experiment in experiments:
+        counts = experiment_counts(
+            store, experiment.name, [v.name for v in experiment.variants], window_s
+        )
+        for variant, row in counts.iterrows():
+            values[(experiment.name, str(variant))] = {
+                name: float(row[name]) for name in VARIANT_COLUMNS
+            }
+    return values
 
 
 def events_frame(events: list[Event], stamps: list[int]) -> pd.DataFrame:
