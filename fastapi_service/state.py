@@ -268,6 +268,8 @@ class GroupCommit(Generic[T, R]):
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+        # usable again, from another event loop too (an app started twice, as tests do)
+        self._task, self._wake = None, asyncio.Event()
 
     async def _run(self) -> None:
         while True:
