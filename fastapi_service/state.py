@@ -261,9 +261,13 @@ class GroupCommit(Generic[T, R]):
             self._task = asyncio.create_task(self._run(), name="group-commit")
         return await future
 
-    async def close(self) -> None:
-        """Write what is queued, then stop the writer."""
-        while self._queue or self._writing:
+    async def close(self, timeout: float = 10.0) -> None:
+        """Write what is queued (for at most ``timeout`` seconds), then stop the writer."""
+        deadline = time.monotonic() + timeout
+        while (self._queue or self._writing) and time.monotonic() < deadline:
+            if self._task is None or self._task.done():  # a writer that died: start another
+                self._task = asyncio.create_task(self._run(), name="group-commit")
+                self._wake.set()
             await asyncio.sleep(0.01)
         if self._task is not None:
             self._task.cancel()
@@ -286,6 +290,8 @@ class GroupCommit(Generic[T, R]):
     async def _commit(self, group: list[tuple[T, asyncio.Future[R]]]) -> None:
         try:
             results = await run_in_threadpool(self._write, [item for item, _ in group])
+            if len(results) != len(group):
+                raise RuntimeError(f"{len(results)} results for {len(group)} items")
         except Exception as exc:
             if len(group) > 1 and isinstance(exc, self._isolate):
                 for one in group:

@@ -56,7 +56,16 @@ def test_make_monitor_starts_prints_urls_and_stops_everything_on_ctrl_c(tmp_path
         assert "/alerts" in status["config"]["original"]  # the printing receiver
         time.sleep(4)  # the generated traffic ends by itself
         process.send_signal(signal.SIGINT)
-        out, _ = process.communicate(timeout=60)
+        try:
+            out, _ = process.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            out, _ = process.communicate()
+            logs = "\n".join(
+                f"--- {log}:\n{log.read_text(errors='replace')[-2000:]}"
+                for log in sorted(tmp_path.rglob("*.log"))
+            )
+            pytest.fail(f"the stack did not stop within 60 s of Ctrl-C:\n{out}\n{logs}")
         assert process.returncode == 0, out
         assert "stopping" in out
     finally:
