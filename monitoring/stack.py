@@ -108,6 +108,10 @@ def main(argv: list[str] | None = None) -> int:
         "--exit-after", type=float, default=0, help="stop after this many seconds (0: Ctrl-C)"
     )
     args = parser.parse_args(argv)
+    # Ctrl-C and a plain `kill` both stop everything, even when the shell that started us
+    # ignores SIGINT (a background job of a non-interactive shell inherits SIG_IGN)
+    for stop_signal in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(stop_signal, signal.default_int_handler)
     workdir = args.var / "monitor"
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
     with ExitStack() as stack:
