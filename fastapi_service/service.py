@@ -12,6 +12,7 @@ background task recomputes the per-variant business metrics from the event store
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import logging
 import multiprocessing
@@ -347,8 +348,12 @@ class Service:
             log.info("deleted %d exposures older than %g days", deleted, days)
 
 
-#: the child process's event stores, by URL (one engine per process, not per computation)
-_AB_STORES: dict[str, EventStore] = {}
+@functools.cache
+def _ab_store(db_url: str) -> EventStore:
+    """The A/B child process's event store (one engine per process, not per computation)."""
+    from recsys.data.store import EventStore
+
+    return EventStore(db_url)
 
 
 def ab_values(
@@ -357,9 +362,8 @@ def ab_values(
     """The business metrics of ``experiments`` per (experiment, variant), from the event
     store at ``db_url`` (run in the A/B child process: see :meth:`Service.update_ab_metrics`)."""
     from recsys.abtest.attribution import VARIANT_COLUMNS, experiment_counts
-    from recsys.data.store import EventStore
 
-    store = _AB_STORES.get(db_url) or _AB_STORES.setdefault(db_url, EventStore(db_url))
+    store = _ab_store(db_url)
     values = {}
     for experiment in experiments:
         counts = experiment_counts(

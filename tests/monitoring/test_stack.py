@@ -37,6 +37,7 @@ def test_make_monitor_starts_prints_urls_and_stops_everything_on_ctrl_c(tmp_path
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        start_new_session=True,  # a failed test kills the stack's servers with it
     )
     try:
         lines = []
@@ -59,7 +60,7 @@ def test_make_monitor_starts_prints_urls_and_stops_everything_on_ctrl_c(tmp_path
         try:
             out, _ = process.communicate(timeout=60)
         except subprocess.TimeoutExpired:
-            process.kill()
+            os.killpg(process.pid, signal.SIGKILL)  # the stack and the servers it started
             out, _ = process.communicate()
             logs = "\n".join(
                 f"--- {log}:\n{log.read_text(errors='replace')[-2000:]}"
@@ -69,8 +70,8 @@ def test_make_monitor_starts_prints_urls_and_stops_everything_on_ctrl_c(tmp_path
         assert process.returncode == 0, out
         assert "stopping" in out
     finally:
-        if process.poll() is None:
-            process.kill()
+        if process.poll() is None:  # a failed assertion above: end the stack and its servers
+            os.killpg(process.pid, signal.SIGKILL)
             process.wait(10)
     for url in urls.values():  # nothing left listening
         with pytest.raises(httpx.TransportError):
