@@ -13,7 +13,8 @@ UV_VERSION := 0.13.8
 SCALE ?= 0.05
 SEED ?= 42
 TRIALS ?= 3
-# days at the end of the data the demo model never sees (`make ab-demo` replays them against it)
+# days at the end of the data the demo model never sees (`make ab-demo` replays them against it;
+# the service then does not rebuild its online history from them)
 HOLDBACK ?= 0
 DATA_DIR ?= var/demo/raw
 HOST ?= 127.0.0.1
@@ -48,7 +49,7 @@ demo: install ## Synthetic data -> event store -> train + register champion -> s
 	$(RECSYS) data import $(DATA_DIR)
 	$(RECSYS) data profile $(DATA_DIR) --json var/demo/profile.json
 	$(RECSYS) train --trials $(TRIALS) --holdback-days $(HOLDBACK)
-	@$(if $(EXPERIMENTS),RECSYS_EXPERIMENTS_FILE=$(abspath $(EXPERIMENTS)) )$(RECSYS) serve --host $(HOST) --port $(PORT) & pid=$$!; trap "kill $$pid 2>/dev/null" EXIT INT TERM; \
+	@$(if $(EXPERIMENTS),RECSYS_EXPERIMENTS_FILE=$(abspath $(EXPERIMENTS)) )$(if $(filter-out 0,$(HOLDBACK)),RECSYS_REBUILD_HISTORY=false )$(RECSYS) serve --host $(HOST) --port $(PORT) & pid=$$!; trap "kill $$pid 2>/dev/null" EXIT INT TERM; \
 	for _ in $$(seq 120); do curl -sf http://$(HOST):$(PORT)/health/ready >/dev/null && break; sleep 0.5; done; \
 	user=$$($(PY) -c "import pandas as p; e=p.read_csv('$(DATA_DIR)/events.csv'); print(e.visitorid.value_counts().index[0])"); \
 	echo "GET /recommendations?user_id=$$user"; curl -s "http://$(HOST):$(PORT)/recommendations?user_id=$$user"; echo; \

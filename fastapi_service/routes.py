@@ -185,10 +185,12 @@ async def live() -> Live:
     summary="A model is loaded and served",
 )
 async def ready(manager: ManagerDep, settings: SettingsDep, service: ServiceDep) -> Response:
-    """200 with the served model once one is loaded, else 503 (with the reason in ``detail``)."""
+    """200 once a model is loaded and the online history rebuilt, else 503 (the reason in
+    ``detail``)."""
     model = manager.current
+    ready = model is not None and service.history_ready
     body = Ready(
-        ready=model is not None,
+        ready=ready,
         model_version=model.version if model else None,
         model_source=model.source if model else None,
         model_uri=public_uri(settings.model_uri),
@@ -196,8 +198,9 @@ async def ready(manager: ManagerDep, settings: SettingsDep, service: ServiceDep)
         code=manager.problem,
         detail=PROBLEMS.get(manager.problem or ""),
         event_store="ok" if service.store_up else "unavailable",
+        online_history=service.history_status,
     )
-    return JSONResponse(body.model_dump(), status_code=200 if model is not None else 503)
+    return JSONResponse(body.model_dump(), status_code=200 if ready else 503)
 
 
 @router.get("/model", tags=["model"], responses=_NO_MODEL, summary="The served model")

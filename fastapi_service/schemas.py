@@ -146,6 +146,12 @@ class Ready(BaseModel):
         description="Whether the last use of the event store succeeded; POST /events answers "
         "503 while it is unavailable (recommendations go on).",
     )
+    online_history: Literal["ok", "rebuilding", "stale"] = Field(
+        "ok",
+        description="The visitors' online history: 'rebuilding' from the event store after a "
+        "start (not ready: bought items could come back), 'stale' while the store is "
+        "unavailable (ready; rebuilt when it returns).",
+    )
 
 
 class ArmInfo(BaseModel):

@@ -21,7 +21,7 @@ import time
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from starlette.concurrency import run_in_threadpool
@@ -35,6 +35,7 @@ from fastapi_service.state import (
     ExposureBuffer,
     GroupCommit,
     History,
+    LogCursor,
     OnlineHistory,
     RedisHistory,
 )
@@ -96,7 +97,11 @@ class Service:
         self.store: EventStore | None = None
         #: whether the last use of the store succeeded (readiness, a metric); None: not tried
         self.store_up: bool | None = None
+        #: the in-process history's place in the store's event log (None: not rebuilt yet)
+        self.history_log: LogCursor | None = None
+        self._history_cutoff: int | None = None  # the served models' cutoff it was built for
         self._flush_task: asyncio.Task[None] | None = None
+        self._history_task: asyncio.Task[None] | None = None
         self._ab_task: asyncio.Task[None] | None = None
         self._ab_pool: ProcessPoolExecutor | None = None  # see update_ab_metrics
         self.router = Router(manager.experiments)
@@ -110,12 +115,14 @@ class Service:
         """Open the event store and start the exposure flush loop."""
         await run_in_threadpool(self._open_store)
         self._flush_task = asyncio.create_task(self._flush_forever(), name="exposure-flush")
+        if isinstance(self.history, OnlineHistory):
+            self._history_task = asyncio.create_task(self._sync_forever(), name="history-sync")
         if self.router and self.settings.ab_metrics_interval_s > 0:
             self._ab_task = asyncio.create_task(self._ab_metrics_forever(), name="ab-metrics")
 
     async def stop(self) -> None:
         """Stop the background loops and write the events and exposures still queued."""
-        for task in (self._flush_task, self._ab_task):
+        for task in (self._flush_task, self._history_task, self._ab_task):
             if task is not None:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
@@ -162,6 +169,70 @@ class Service:
             if not self.store_up:  # the outage heals without waiting for a client's write
                 await run_in_threadpool(self._probe_store)
             await self.flush_exposures()
+
+    @property
+    def history_status(self) -> Literal["ok", "rebuilding", "stale"]:
+        """The online history for readiness: shared in Redis or synced with the store ("ok"),
+        not rebuilt yet ("rebuilding"), or the store is down ("stale")."""
+        if not isinstance(self.history, OnlineHistory) or (
+            self.history_log is not None and self.store_up
+        ):
+            return "ok"
+        return "stale" if self.store_up is False else "rebuilding"
+
+    @property
+    def history_ready(self) -> bool:
+        """Whether readiness may say ready: the history is not waiting for its rebuild."""
+        return self.history_status != "rebuilding"
+
+    async def _sync_forever(self) -> None:
+        while True:
+            try:
+                await run_in_threadpool(self.sync_history)
+            except Exception as exc:  # the store is down: retried at the next poll
+                self._store_state(False, exc)
+            # until the first rebuild (readiness waits for it) look again soon
+            rebuilt = self.history_log is not None
+            await asyncio.sleep(self.settings.history_poll_s if rebuilt else 0.01)
+
+    def sync_history(self) -> None:
+        """Bring the in-process history up to date with the event store.
+
+        The first time a model serves, rebuild it from the store (views and add-to-carts of
+        the last ``history_ttl_s``, purchases since the served models' cutoff); after that
+        apply the events written since the last read, by any process. A newer model drops
+        the purchases it was trained on; an older one (a rollback) rebuilds.
+        """
+        model = self.manager.current
+        if model is None or self.store is None or not isinstance(self.history, OnlineHistory):
+            return
+        bundles = [model.bundle, *(arm.recommender.bundle for arm in model.arms.values())]
+        cutoff = min(int(b.metadata.get("cutoff_ms", 0)) for b in bundles)
+        since = max(cutoff, int(time.time() * 1000 - self.settings.history_ttl_s * 1000))
+        if self.history_log is None or cutoff < (self._history_cutoff or 0):
+            last = self.store.last_event_id()  # read first: later events come from the log
+            rows = (
+                self.store.event_log(since_ms=since, purchases_since_ms=cutoff)
+                if self.settings.rebuild_history
+                else []
+            )
+            self.history_log = LogCursor(max([last] + [row[0] for row in rows]))
+            if rows:
+                log.info("online history rebuilt from %d stored events", len(rows))
+        else:
+            cursor = self.history_log
+            rows = self.store.event_log(cursor.after, cursor.gaps, limit=50_000)
+            cursor.advance((row[0] for row in rows), time.monotonic())
+        if cutoff != self._history_cutoff:
+            self.history.forget_bought_before(cutoff)
+            self._history_cutoff = cutoff
+        self.history.add(
+            (t, v, i, e)
+            for _, t, v, i, e in rows
+            if t >= since or (e == C.PURCHASE and t >= cutoff)
+        )
+        self._store_state(True)
+        self.metrics.history_visitors.set(len(self.history))
 
     async def _ab_metrics_forever(self) -> None:
         while True:

@@ -97,8 +97,21 @@ class ServiceSettings(BaseSettings):
     history_ttl_s: float = Field(
         default=7 * 86400.0,
         gt=0,
-        description="With Redis: a visitor's online history expires this long after their "
-        "last event.",
+        description="How far back the online history reaches: with Redis a visitor's history "
+        "expires this long after their last event; in process it is rebuilt from the store's "
+        "views and add-to-carts of this period (purchases: since the served model's cutoff).",
+    )
+    rebuild_history: bool = Field(
+        default=True,
+        description="In process: at start, rebuild the online history from the event store "
+        "(events since the served model's cutoff). Off only to replay stored days the model "
+        "never saw as new traffic (`make demo HOLDBACK=N`).",
+    )
+    history_poll_s: float = Field(
+        default=0.2,
+        gt=0,
+        description="In process: seconds between reads of new events from the store (events "
+        "other workers, replicas or imports wrote reach this worker's history within it).",
     )
     exposure_flush_s: float = Field(
         default=1.0, gt=0, description="Seconds between writes of buffered exposures to the store."
@@ -152,7 +165,8 @@ class ServiceSettings(BaseSettings):
     workers: int = Field(
         default=1,
         ge=1,
-        description="uvicorn worker processes (metrics and history are per process).",
+        description="uvicorn worker processes (metrics are per process; histories are shared "
+        "through the event store, or Redis).",
     )
     log_level: str = Field(default="info", description="Log level of the service and uvicorn.")
     access_log: bool = Field(

@@ -1,7 +1,8 @@
 """Request-side state of the service: online histories, buffered exposures, group commit.
 
-Online histories live in process (:class:`OnlineHistory`, one replica) or in Redis
-(:class:`RedisHistory`, shared by every replica and worker); both have the same interface.
+Online histories live in process (:class:`OnlineHistory`, kept up to date with the event
+store's log by every worker, see :class:`LogCursor`) or in Redis (:class:`RedisHistory`,
+shared by every replica and worker); both have the same interface.
 (The served model is the :class:`~fastapi_service.model_manager.ModelManager`'s.)
 """
 
@@ -13,7 +14,6 @@ import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
 from starlette.concurrency import run_in_threadpool
@@ -35,63 +35,116 @@ class History(Protocol):
     def get(self, visitor_id: int) -> tuple[tuple[int, ...], tuple[int, ...]]: ...
 
 
-@dataclass
-class _Visitor:
-    items: list[int] = field(default_factory=list)  # viewed or carted, most recent first
-    bought: list[int] = field(default_factory=list)
+#: purchases kept per visitor, oldest forgotten first: a bound against a client posting
+#: endless purchases, far above any real shopper's
+BOUGHT_CAP = 10_000
 
 
 class OnlineHistory:
-    """Recent items of visitors who posted events: a bounded LRU map, safe across threads.
+    """Recent items of visitors who posted events, and their purchases; safe across threads.
+
+    A visitor's recent items are the ``max_items`` viewed or carted items with the newest
+    event times, each item at its newest time: applying the same events twice or in another
+    order gives the same history, so the event-log reader (:class:`LogCursor`) may apply
+    what a request already applied. Visitors with recent items form a bounded LRU map.
+    Purchases are kept apart and are never evicted with the visitor (a bought item must not
+    come back): their number is bounded by the events since the served model's cutoff
+    (:meth:`forget_bought_before` drops those the model has seen) and by
+    :data:`BOUGHT_CAP` per visitor.
 
     Parameters
     ----------
     max_visitors
-        Visitors kept; the least recently active one is forgotten first.
+        Visitors whose recent items are kept; the least recently active one is forgotten
+        first.
     max_items
-        Recent viewed/carted items kept per visitor (purchases keep four times as many,
-        since a bought item must never be recommended again).
+        Recent viewed/carted items kept per visitor.
     """
 
     def __init__(self, max_visitors: int, max_items: int) -> None:
         self.max_visitors = max_visitors
         self.max_items = max_items
-        self._visitors: OrderedDict[int, _Visitor] = OrderedDict()
+        self._recent: OrderedDict[int, dict[int, int]] = OrderedDict()  # item -> newest time
+        self._bought: dict[int, dict[int, int]] = {}
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
-        return len(self._visitors)
+        return len(self._recent)
 
     def add(self, events: Iterable[tuple[int, int, int, str]]) -> None:
-        """Apply ``(timestamp, visitorid, itemid, event)`` tuples in time order."""
+        """Apply ``(timestamp, visitorid, itemid, event)`` tuples (in any order)."""
         with self._lock:
-            for _, visitor_id, item_id, event in sorted(events, key=lambda e: e[0]):
-                visitor = self._visitors.get(visitor_id)
-                if visitor is None:
-                    visitor = self._visitors[visitor_id] = _Visitor()
-                else:
-                    self._visitors.move_to_end(visitor_id)
+            for timestamp, visitor_id, item_id, event in events:
                 if event == C.PURCHASE:
-                    _push_front(visitor.bought, item_id, 4 * self.max_items)
+                    items, cap = self._bought.setdefault(visitor_id, {}), BOUGHT_CAP
                 else:
-                    _push_front(visitor.items, item_id, self.max_items)
-            while len(self._visitors) > self.max_visitors:
-                self._visitors.popitem(last=False)
+                    items, cap = self._recent.setdefault(visitor_id, {}), self.max_items
+                    self._recent.move_to_end(visitor_id)
+                items[item_id] = max(timestamp, items.get(item_id, timestamp))
+                if len(items) > cap:
+                    del items[min(items, key=items.__getitem__)]
+            while len(self._recent) > self.max_visitors:
+                self._recent.popitem(last=False)
 
     def get(self, visitor_id: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
         """``(recent items, bought items)`` of a visitor; empty tuples when unknown.
 
         Recent items come oldest first (the order the events happened), as
-        :meth:`recsys.serving.Recommender.recommend` takes ``session_items``.
+        :meth:`recsys.serving.Recommender.recommend` takes ``session_items``; bought items
+        newest first.
         """
-        if visitor_id not in self._visitors:  # the common case needs no lock
-            return (), ()
+        if visitor_id not in self._recent and visitor_id not in self._bought:
+            return (), ()  # the common case needs no lock
         with self._lock:
-            visitor = self._visitors.get(visitor_id)
-            if visitor is None:
-                return (), ()
-            self._visitors.move_to_end(visitor_id)
-            return tuple(reversed(visitor.items)), tuple(visitor.bought)
+            recent = self._recent.get(visitor_id, {})
+            if recent:
+                self._recent.move_to_end(visitor_id)
+            bought = self._bought.get(visitor_id, {})
+            return (
+                tuple(sorted(recent, key=recent.__getitem__)),
+                tuple(sorted(bought, key=bought.__getitem__, reverse=True)),
+            )
+
+    def forget_bought_before(self, cutoff_ms: int) -> None:
+        """Drop purchases dated before ``cutoff_ms``: the served model holds them."""
+        with self._lock:
+            for visitor_id in list(self._bought):
+                kept = {i: t for i, t in self._bought[visitor_id].items() if t >= cutoff_ms}
+                if kept:
+                    self._bought[visitor_id] = kept
+                else:
+                    del self._bought[visitor_id]
+
+
+class LogCursor:
+    """Where a reader of the event store's log (:meth:`EventStore.event_log`) stands.
+
+    Ids are given out in insertion order but transactions may commit out of it (with
+    PostgreSQL a transaction holding a lower id can commit after one holding a higher id):
+    ids a read skipped are asked for again (``gaps``) for ``gap_s`` seconds, after which
+    they are taken for rolled back.
+    """
+
+    def __init__(self, after: int, gap_s: float = 10.0, max_gaps: int = 10_000) -> None:
+        self.after = after
+        self.gap_s, self.max_gaps = gap_s, max_gaps
+        self._gaps: dict[int, float] = {}  # skipped id -> when it was first skipped
+
+    @property
+    def gaps(self) -> list[int]:
+        """Skipped ids to read again."""
+        return list(self._gaps)
+
+    def advance(self, ids: Iterable[int], now: float) -> None:
+        """Record the ids a read returned (all ids above :attr:`after` in order, and any gaps)."""
+        seen = set(ids)
+        self._gaps = {i: t for i, t in self._gaps.items() if i not in seen and now - t < self.gap_s}
+        top = max(seen, default=self.after)
+        if top <= self.after:
+            return
+        skipped = [i for i in range(self.after + 1, top) if i not in seen][: self.max_gaps]
+        self._gaps.update(dict.fromkeys(skipped, now))
+        self.after = top
 
 
 class RedisHistory:
@@ -100,7 +153,8 @@ class RedisHistory:
     Per visitor two lists (recent viewed/carted items, bought items; most recent first) with
     the same caps as :class:`OnlineHistory`, expiring ``ttl_s`` after the visitor's last
     event; a sorted set of visitors by last event bounds their number (the least recently
-    posting visitor is forgotten first). One round trip per request, one per posted batch.
+    posting visitor's recent items are forgotten first; purchases stay until they expire).
+    One round trip per request, one per posted batch.
 
     A Redis outage never fails a request: reads answer "no history" (the model's or the
     popular answer), writes are skipped (the events still reach the event store), each
@@ -167,10 +221,10 @@ class RedisHistory:
         for _, visitor_id, item_id, event in ordered:
             items, bought = self._keys(visitor_id)
             purchase = event == C.PURCHASE
-            key, cap, value = bought if purchase else items, self.max_items, str(item_id)
+            key, value = bought if purchase else items, str(item_id)
             pipe.lrem(key, 0, value)
             pipe.lpush(key, value)
-            pipe.ltrim(key, 0, (4 * cap if purchase else cap) - 1)
+            pipe.ltrim(key, 0, (BOUGHT_CAP if purchase else self.max_items) - 1)
             pipe.expire(items, self.ttl_s)
             pipe.expire(bought, self.ttl_s)
             pipe.zadd(self._visitors, {str(visitor_id): now})
@@ -180,8 +234,8 @@ class RedisHistory:
             over = int(pipe.execute()[-1]) - self.max_visitors
             if over > 0:
                 oldest: list[tuple[bytes, float]] = self._redis.zpopmin(self._visitors, over)  # type: ignore[assignment]
-                keys = [k for v, _ in oldest for k in self._keys(int(v))]
-                self._redis.delete(*keys)
+                # recent items only: purchases stay filtered until they expire
+                self._redis.delete(*(self._keys(int(v))[0] for v, _ in oldest))
         except self._errors as exc:
             self._failed("write", exc)
 

@@ -125,6 +125,7 @@ def test_reload_swaps_registry_versions_under_load_without_failures(
         "code": None,
         "detail": None,
         "event_store": "ok",
+        "online_history": "ok",
     }
     v2 = registry.register(write_bundle(tmp_path / "b2" / "bundle", seed=2))
     with Hammer(server.url) as hammer:

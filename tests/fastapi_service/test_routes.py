@@ -445,6 +445,7 @@ def test_health_and_model(client: TestClient) -> None:
         "code": None,
         "detail": None,
         "event_store": "ok",
+        "online_history": "ok",
     }
     model = client.get("/model").json()
     assert model["version"] == "v1"

@@ -17,6 +17,7 @@ from fastapi_service.state import (
     ExposureBuffer,
     GroupCommit,
     History,
+    LogCursor,
     OnlineHistory,
     RedisHistory,
 )
@@ -200,3 +201,32 @@ def test_group_commit_isolates_bad_data_but_shares_an_outage() -> None:
     assert isinstance(bad, ValueError) and "-3" in str(bad)
     assert isinstance(five, OSError) and isinstance(zero, OSError)  # not isolated
     assert sorted(i for group in write.groups for i in group) == [1, 2, 4]
+
+
+def test_the_in_process_history_does_not_depend_on_order_or_repetition() -> None:
+    events = [(t, 1, item, "view") for t, item in [(5, 50), (1, 10), (3, 30), (4, 10), (2, 20)]]
+    events += [(6, 1, 60, "transaction"), (2, 1, 20, "transaction")]
+    once, shuffled = OnlineHistory(10, 3), OnlineHistory(10, 3)
+    once.add(events)
+    shuffled.add(events[::-1][:4])
+    shuffled.add(events)  # the log reader applies again what a request applied
+    assert once.get(1) == shuffled.get(1) == ((30, 10, 50), (60, 20))
+
+
+def test_purchases_outlive_eviction_until_the_model_has_seen_them() -> None:
+    history = OnlineHistory(max_visitors=1, max_items=1)
+    history.add([(100, 1, 10, "transaction"), (200, 1, 11, "transaction"), (150, 1, 12, "view")])
+    history.add([(300, 2, 20, "view")])  # visitor 1's recent items are evicted, not purchases
+    assert history.get(1) == ((), (11, 10))
+    history.forget_bought_before(150)  # a new model was trained on events before 150
+    assert history.get(1) == ((), (11,))
+
+
+def test_log_cursor_asks_again_for_ids_skipped_until_they_commit_or_expire() -> None:
+    cursor = LogCursor(after=10, gap_s=5.0)
+    cursor.advance([11, 14], now=0.0)  # 12 and 13 not committed yet
+    assert (cursor.after, sorted(cursor.gaps)) == (14, [12, 13])
+    cursor.advance([12, 15], now=1.0)  # 12 committed late
+    assert (cursor.after, cursor.gaps) == (15, [13])
+    cursor.advance([], now=6.0)  # 13 never came: rolled back
+    assert (cursor.after, cursor.gaps) == (15, [])

@@ -809,6 +809,55 @@ class EventStore:
         return counts
 
     @_operation
+    def event_log(
+        self,
+        after_id: int | None = None,
+        also_ids: Sequence[int] = (),
+        since_ms: int | None = None,
+        purchases_since_ms: int | None = None,
+        limit: int | None = None,
+    ) -> list[tuple[int, int, int, int, str]]:
+        """Events in insertion (id) order, for the online history: ``(id, timestamp,
+        visitorid, itemid, event)``.
+
+        Parameters
+        ----------
+        after_id, also_ids
+            Only ids above ``after_id`` or in ``also_ids`` (ids an earlier read skipped,
+            whose transactions may not have committed yet); None: every id.
+        since_ms, purchases_since_ms
+            Only events dated at or after ``since_ms``, purchases at or after
+            ``purchases_since_ms`` (both given, or neither: no time window). The window is
+            read through the timestamp index.
+        limit
+            Most rows returned (None: all).
+        """
+        self._ensure_schema()
+        t = events_table.c
+        query = select(t.id, t[C.TIMESTAMP], t[C.VISITOR], t[C.ITEM], t[C.EVENT])
+        if after_id is not None:
+            newer = t.id > int(after_id)
+            query = query.where(newer | t.id.in_([int(i) for i in also_ids]) if also_ids else newer)
+        if since_ms is not None and purchases_since_ms is not None:
+            query = query.where(
+                (t[C.TIMESTAMP] >= int(min(since_ms, purchases_since_ms)))
+                & (
+                    (t[C.TIMESTAMP] >= int(since_ms))
+                    | ((t[C.EVENT] == C.PURCHASE) & (t[C.TIMESTAMP] >= int(purchases_since_ms)))
+                )
+            )
+        query = query.order_by(t.id)
+        rows = self._fetch(query if limit is None else query.limit(int(limit)))
+        return [(int(i), int(ts), int(v), int(item), str(e)) for i, ts, v, item, e in rows]
+
+    @_operation
+    def last_event_id(self) -> int:
+        """The largest event id (0: no events): where a reader of :meth:`event_log` starts."""
+        self._ensure_schema()
+        (newest,) = self._fetch(select(func.max(events_table.c.id)))[0]
+        return 0 if newest is None else int(newest)
+
+    @_operation
     def newest_event_ms(self, before_ms: int | None = None) -> int | None:
         """Timestamp of the newest event before ``before_ms`` (None: the store holds none)."""
         self._ensure_schema()

@@ -341,3 +341,21 @@ def test_schema_check_names_what_is_missing(tmp_sqlite_url: str) -> None:
         "table 'item_properties' lacks column(s) ['value']",
     ]
     store.engine.dispose()
+
+
+def test_event_log_reads_by_id_and_by_time_window(store: EventStore, raw: Path) -> None:
+    store.import_folder(raw)
+    log = store.event_log()
+    assert [row[0] for row in log] == sorted(row[0] for row in log)  # insertion (id) order
+    assert store.last_event_id() == log[-1][0] and len(log) == 7
+    first = log[0]
+    assert store.event_log(after_id=first[0], limit=2) == log[1:3]
+    assert store.event_log(after_id=log[-1][0], also_ids=[first[0], 10**9]) == [first]
+    # views and carts from 1433224000000, purchases from 0: the purchase and two late events
+    window = store.event_log(since_ms=1433224000000, purchases_since_ms=0)
+    assert sorted((ts, v, e) for _, ts, v, _, e in window) == [
+        (1433222147345, 111016, "transaction"),
+        (1433224214164, 992329, "addtocart"),
+        (1433224214164, 992329, "view"),
+        (1433230000000, 7, "view"),
+    ]
