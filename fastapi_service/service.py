@@ -23,7 +23,6 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import TYPE_CHECKING, Any, Literal
 
-import numpy as np
 from starlette.concurrency import run_in_threadpool
 
 from fastapi_service.errors import BatchTooLarge, EventRejected, StoreUnavailable
@@ -45,8 +44,6 @@ from recsys.data import schema
 from recsys.exceptions import DataValidationError
 
 if TYPE_CHECKING:
-    import pandas as pd
-
     from recsys.data.store import EventStore
 
 log = logging.getLogger("fastapi_service")
@@ -373,10 +370,12 @@ class Service:
     def _write_events(self, batches: list[tuple[list[Event], list[int]]]) -> list[int]:
         """Write several requests' events in one transaction (see :attr:`event_writer`)."""
         assert self.store is not None  # ingest checked it
-        events = [event for batch, _ in batches for event in batch]
-        stamps = [stamp for _, batch_stamps in batches for stamp in batch_stamps]
-        frame = events_frame(events, stamps)
-        return self.store.append_event_batches(frame, [len(batch) for batch, _ in batches])
+        rows = [
+            (stamp, e.visitorid, e.event, e.itemid, e.transactionid, e.request_id)
+            for events, stamps in batches
+            for e, stamp in zip(events, stamps, strict=True)
+        ]
+        return self.store.append_event_batches(rows, [len(events) for events, _ in batches])
 
     async def flush_exposures(self) -> None:
         """Write buffered exposures to the store in one batch (dropped if the store fails)."""
@@ -387,8 +386,7 @@ class Service:
             self.metrics.exposures_dropped.inc(len(rows))
             return
         try:
-            # plain tuples straight to the driver's executemany (no pandas, no SQLAlchemy
-            # per-row work): the worker thread holds the GIL only a few us per row
+            # plain tuples, written as one JSON parameter (no pandas, no per-row work)
             await run_in_threadpool(self.store.log_exposures, rows)
         except Exception as exc:
             self._store_state(False, exc)
@@ -445,19 +443,3 @@ def ab_values(
                 name: float(row[name]) for name in VARIANT_COLUMNS
             }
     return values
-
-
-def events_frame(events: list[Event], stamps: list[int]) -> pd.DataFrame:
-    """Events as a DataFrame for :meth:`recsys.data.store.EventStore.append_events`."""
-    import pandas as pd
-
-    return pd.DataFrame(
-        {
-            C.TIMESTAMP: np.array(stamps, dtype=np.int64),
-            C.VISITOR: np.array([e.visitorid for e in events], dtype=np.int64),
-            C.EVENT: pd.Categorical([e.event for e in events], categories=list(C.EVENT_TYPES)),
-            C.ITEM: np.array([e.itemid for e in events], dtype=np.int64),
-            C.TRANSACTION: pd.array([e.transactionid for e in events], dtype="Int64"),
-            C.REQUEST_ID: pd.array([e.request_id for e in events], dtype="string"),
-        }
-    )

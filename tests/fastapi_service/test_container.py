@@ -111,7 +111,6 @@ from recsys import tracking
 from recsys.bundle import Bundle
 from recsys.data.store import EventStore
 from recsys.serving import Recommender
-from fastapi_service.service import events_frame
 from fastapi_service.schemas import Event
 with tempfile.TemporaryDirectory() as tmp:
     path, version = tracking.download_bundle(str(write_bundle(Path(tmp) / "b")), Path(tmp))
@@ -119,7 +118,8 @@ with tempfile.TemporaryDirectory() as tmp:
     store = EventStore(f"sqlite:///{tmp}/events.db")
     store.create_schema()
     event = Event(visitorid=1, event="view", itemid=100)
-    stored = store.append_events(events_frame([event], [1_700_000_000_000]))
+    row = (1_700_000_000_000, event.visitorid, event.event, event.itemid, None, None)
+    [stored] = store.append_event_batches([row], [1])
 print(json.dumps({"blocked": sorted(blocked), "items": len(rec.item_ids), "stored": stored}))
 """
 

@@ -67,7 +67,6 @@ from recsys.data.load import (
     load_category_tree,
     load_events,
     load_item_properties,
-    nullable_ids,
 )
 from recsys.exceptions import (
     ConfigurationError,
@@ -86,6 +85,9 @@ _SQLITE_REBUILD_ROWS = 200_000
 _ID = BigInteger().with_variant(Integer, "sqlite")  # SQLite autoincrements INTEGER keys only
 _EVENT_LIST = ", ".join(f"'{e}'" for e in C.EVENT_TYPES)
 _EVENT_INSERT_COLUMNS = (*C.EVENTS_COLUMNS, C.REQUEST_ID)
+#: a posted event as the store takes it: _EVENT_INSERT_COLUMNS in order (None: missing)
+EventRow = tuple[int, int, str, int, int | None, str | None]
+_EVENT_CODES = {name: i for i, name in enumerate(C.EVENT_TYPES)}
 _TEXT = String(schema.TEXT_LENGTH)
 
 metadata = MetaData()
@@ -261,36 +263,65 @@ def _check_length(values: pd.Series, column: str, limit: int = schema.TEXT_LENGT
     _bad(values.str.len().fillna(0).to_numpy() > limit, column, f"longer than {limit} characters")
 
 
-def _validated_events(df: pd.DataFrame) -> pd.DataFrame:
-    """Check a service-posted batch against the events contract; return insert columns."""
+def _validated_events(df: pd.DataFrame) -> list[EventRow]:
+    """Check a frame of posted events against the events contract; its rows as tuples."""
     for name in C.EVENTS_COLUMNS:
         if name not in df.columns:
             raise DataValidationError("missing column", column=name)
-    ts = _int_column(df, C.TIMESTAMP)
-    event = df[C.EVENT].astype(object).to_numpy()
-    codes = np.array([C.EVENT_TYPES.index(e) if e in C.EVENT_TYPES else -1 for e in event])
-    visitors, items = _int_column(df, C.VISITOR), _int_column(df, C.ITEM)
+    ts, visitors, items = (_int_column(df, c).tolist() for c in (C.TIMESTAMP, C.VISITOR, C.ITEM))
     tx = _int_column(df, C.TRANSACTION, nullable=True)
-    ids = {C.VISITOR: visitors, C.ITEM: items, C.TRANSACTION: tx}
-    for bad, column, reason in schema.event_violations(ts, codes, tx >= 0, ids):
-        _bad(bad, column, reason)
-    request = np.full(len(df), None, dtype=object)
+    request: list[str | None] = [None] * len(df)
     if C.REQUEST_ID in df.columns:
-        raw = df[C.REQUEST_ID].astype(object).to_numpy()
-        present = ~pd.isna(raw)
-        present[present] = raw[present] != ""  # an empty request id means none
-        request[present] = raw[present].astype(str)
-        _check_length(pd.Series(request, dtype=object), C.REQUEST_ID)
-    return pd.DataFrame(
-        {
-            C.TIMESTAMP: ts,
-            C.VISITOR: visitors,
-            C.EVENT: event.astype(str),
-            C.ITEM: items,
-            C.TRANSACTION: nullable_ids(tx),
-            C.REQUEST_ID: request,
-        }
+        request = [None if pd.isna(r) else str(r) for r in df[C.REQUEST_ID].astype(object)]
+    rows = zip(
+        ts,
+        visitors,
+        df[C.EVENT].astype(object).tolist(),
+        items,
+        [None if t < 0 else t for t in tx.tolist()],
+        request,
+        strict=True,
     )
+    return _validated_event_rows(list(rows))
+
+
+def _int_list(values: Sequence[Any], name: str, nullable: bool = False) -> np.ndarray:
+    """int64 array of plain Python ints (``-1`` for None where allowed)."""
+    missing = np.array([v is None for v in values], dtype=bool)
+    if not nullable:
+        _bad(missing, name, "missing value")
+    _bad([v is not None and type(v) is not int for v in values], name, "not an integer")
+    try:
+        filled = np.array([-1 if v is None else v for v in values], dtype=np.int64)
+    except OverflowError as exc:
+        raise DataValidationError("integer out of the 64-bit range", column=name) from exc
+    _bad(~missing & (filled < 0), name, "negative id")
+    return filled
+
+
+def _validated_event_rows(rows: Sequence[Sequence[Any]]) -> list[EventRow]:
+    """Check plain event rows (:data:`EventRow`) against the events contract, without
+    pandas (the service's small batches); an empty request id means none."""
+    if not rows:
+        return []
+    if any(len(row) != len(_EVENT_INSERT_COLUMNS) for row in rows):
+        raise DataValidationError(f"rows of {len(_EVENT_INSERT_COLUMNS)} fields expected")
+    ts, visitors, events, items, tx, request = (list(c) for c in zip(*rows, strict=True))
+    codes = np.array([_EVENT_CODES.get(e, -1) if isinstance(e, str) else -1 for e in events])
+    has_tx = _int_list(tx, C.TRANSACTION, nullable=True)
+    ids = {C.VISITOR: _int_list(visitors, C.VISITOR), C.ITEM: _int_list(items, C.ITEM)}
+    ids[C.TRANSACTION] = has_tx
+    violations = schema.event_violations(_int_list(ts, C.TIMESTAMP), codes, has_tx >= 0, ids)
+    for bad, column, reason in violations:
+        _bad(bad, column, reason)
+    request = [r if r else None for r in request]
+    limit = schema.TEXT_LENGTH
+    _bad(
+        [r is not None and (not isinstance(r, str) or len(r) > limit) for r in request],
+        C.REQUEST_ID,
+        f"not a text of at most {limit} characters",
+    )
+    return list(zip(ts, visitors, events, items, tx, request, strict=True))
 
 
 def _nullable(values: pd.Series) -> list[Any]:
@@ -395,24 +426,19 @@ def _executemany_rows(
     columns: Sequence[str],
     rows: pd.DataFrame,
     conflict: str,
-    bounds: Sequence[int] | None = None,
-) -> list[int]:
-    """SQLite: chunked ``executemany`` inside the caller's transaction; the rows written of
-    each slice ``bounds[i]:bounds[i + 1]`` (default: one slice, all rows)."""
+) -> int:
+    """SQLite: chunked ``executemany`` inside the caller's transaction; the rows written."""
     names = ", ".join(f'"{c}"' for c in columns)
     sql = f"INSERT INTO {table.name} ({names}) VALUES ({', '.join('?' * len(columns))}) {conflict}"
     # Python values; None where a nullable column is missing (what the driver binds as NULL)
     values = [_nullable(rows[c]) if rows[c].hasnans else rows[c].tolist() for c in columns]
-    slices = pairwise(bounds if bounds is not None else (0, len(rows)))
     cursor = raw.cursor()
-    added = []
+    added = 0
     try:
-        for first, stop in slices:
-            added.append(0)
-            for start in range(first, stop, _CHUNK):
-                end = min(start + _CHUNK, stop)
-                cursor.executemany(sql, zip(*(c[start:end] for c in values), strict=True))
-                added[-1] += max(cursor.rowcount, 0)
+        for start in range(0, len(rows), _CHUNK):
+            end = start + _CHUNK
+            cursor.executemany(sql, zip(*(c[start:end] for c in values), strict=True))
+            added += max(cursor.rowcount, 0)
     finally:
         cursor.close()
     return added
@@ -424,16 +450,14 @@ def _copy_rows(
     columns: Sequence[str],
     rows: pd.DataFrame,
     conflict: str,
-    returning: Sequence[str] = (),
-) -> Any:
+) -> int:
     """PostgreSQL: ``COPY`` into a temporary table, then one ``INSERT ... SELECT``; the rows
-    written, or with ``returning`` those columns of each row written."""
+    written."""
     names = ", ".join(f'"{c}"' for c in columns)
     stage = _stage_table(table, columns)
     # CSV COPY reads an unquoted empty field as NULL: not for required text (an empty value)
     texts = [c for c in columns if not table.c[c].nullable and isinstance(table.c[c].type, String)]
     force = f", FORCE_NOT_NULL ({', '.join(texts)})" if texts else ""
-    back = f" RETURNING {', '.join(returning)}" if returning else ""
     raw = conn.connection.driver_connection
     with raw.cursor() as cur:  # type: ignore[union-attr]
         cur.execute(str(CreateTable(stage).compile(dialect=conn.dialect)))
@@ -444,21 +468,20 @@ def _copy_rows(
                 rows.iloc[start : start + _CHUNK].to_csv(buffer, header=False, index=False)
                 copy.write(buffer.getvalue())
         cur.execute(
-            f"INSERT INTO {table.name} ({names}) SELECT {names} FROM {stage.name} {conflict}{back}"
+            f"INSERT INTO {table.name} ({names}) SELECT {names} FROM {stage.name} {conflict}"
         )
-        return cur.fetchall() if returning else max(cur.rowcount, 0)
+        return max(cur.rowcount, 0)
 
 
-def _counts_by_slice(rows: pd.DataFrame, bounds: Any, written: list[Any]) -> list[int]:
-    """How many of the rows of each slice ``bounds[i]:bounds[i + 1]`` are among ``written``
-    (their :data:`~recsys.columns.EVENTS_COLUMNS`, the store's unique key); a key written
-    once and given twice counts for its first slice."""
+def _counts_by_slice(keys: Sequence[Sequence[Any]], bounds: Any, written: list[Any]) -> list[int]:
+    """How many of the keys (:data:`~recsys.columns.EVENTS_COLUMNS` values, the store's
+    unique key) of each slice ``bounds[i]:bounds[i + 1]`` are among ``written``; a key
+    written once and given twice counts for its first slice."""
     fresh = Counter(map(tuple, written))
-    keys = list(zip(*(_nullable(rows[c]) for c in C.EVENTS_COLUMNS), strict=True))
     counts = []
     for first, stop in pairwise(bounds):
         count = 0
-        for key in keys[first:stop]:
+        for key in map(tuple, keys[first:stop]):
             if fresh[key] > 0:
                 fresh[key] -= 1
                 count += 1
@@ -600,7 +623,7 @@ class EventStore:
         path = folder / C.EVENTS_FILE
         events = load_events(path)
         # already validated by the loader: no second pass over millions of rows
-        [added] = self._insert_events(events[list(C.EVENTS_COLUMNS)].assign(**{C.REQUEST_ID: None}))
+        added = self._insert_events(events[list(C.EVENTS_COLUMNS)].assign(**{C.REQUEST_ID: None}))
         log.info("%s: %d events read, %d new in the store", path, len(events), added)
         future = int((events[C.TIMESTAMP].to_numpy() > schema.future_limit_ms()).sum())
         if future:
@@ -675,34 +698,62 @@ class EventStore:
         DataValidationError
             A column is missing or a row breaks the events contract (nothing is written).
         """
-        [added] = self._insert_events(_validated_events(df))
+        [added] = self._insert_event_rows(_validated_events(df), [len(df)])
         return added
 
     @_operation
-    def append_event_batches(self, df: pd.DataFrame, sizes: Sequence[int]) -> list[int]:
+    def append_event_batches(
+        self, rows: Sequence[Sequence[Any]], sizes: Sequence[int]
+    ) -> list[int]:
         """:meth:`append_events` for several clients' batches at once (the service's group
-        commit): ``df`` is their concatenation, ``sizes`` their lengths; one transaction, one
-        count of new events per batch."""
-        return self._insert_events(_validated_events(df), sizes)
+        commit), as plain :data:`EventRow` tuples: ``rows`` is their concatenation, ``sizes``
+        their lengths; one transaction, one count of new events per batch."""
+        return self._insert_event_rows(_validated_event_rows(rows), sizes)
 
-    def _insert_events(self, rows: pd.DataFrame, sizes: Sequence[int] | None = None) -> list[int]:
-        """Insert validated event rows in one transaction; the new rows of each of the
-        consecutive slices of ``sizes`` (default: one slice)."""
+    def _insert_event_rows(self, rows: Sequence[EventRow], sizes: Sequence[int]) -> list[int]:
+        """Insert validated rows with one statement, the batch as one JSON parameter (the
+        database unpacks it in C, with the GIL released once; no pandas, no per-row driver
+        call); the new rows of each of the consecutive slices of ``sizes``."""
         self._ensure_schema()
-        bounds = np.cumsum([0, *(sizes if sizes is not None else [len(rows)])])
+        bounds = np.cumsum([0, *sizes])
         if bounds[-1] != len(rows):
             raise ValueError(f"sizes add up to {bounds[-1]}, not the {len(rows)} rows")
+        if not rows:
+            return [0] * len(sizes)
+        names = ", ".join(f'"{c}"' for c in _EVENT_INSERT_COLUMNS)
+        texts = {C.EVENT, C.REQUEST_ID}
+        if self.dialect == "postgresql":
+            fields = ", ".join(
+                f"e->>{i}" if c in texts else f"(e->>{i})::bigint"
+                for i, c in enumerate(_EVENT_INSERT_COLUMNS)
+            )
+            source = "jsonb_array_elements(%s::jsonb) AS e"
+        else:
+            fields = ", ".join(
+                f"json_extract(value, '$[{i}]')" for i in range(len(_EVENT_INSERT_COLUMNS))
+            )
+            source = "json_each(?) WHERE true"  # WHERE: SQLite's upsert-after-SELECT rule
+        keys = ", ".join(f'"{c}"' for c in C.EVENTS_COLUMNS)
+        sql = f"INSERT INTO events ({names}) SELECT {fields} FROM {source} {_SKIP} RETURNING {keys}"
+        with self.engine.begin() as conn:
+            cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+            try:
+                cursor.execute(sql, (json.dumps(rows),))
+                written = cursor.fetchall()
+            finally:
+                cursor.close()
+        return _counts_by_slice([row[:5] for row in rows], bounds, written)
+
+    def _insert_events(self, rows: pd.DataFrame) -> int:
+        """Insert a big validated frame of events (an import) in one transaction; the rows
+        written."""
+        self._ensure_schema()
         if rows.empty:
-            return [0] * (len(bounds) - 1)
+            return 0
         with self.engine.begin() as conn:
             if self.dialect == "postgresql":
-                insert = functools.partial(_copy_rows, conn, events_table, _EVENT_INSERT_COLUMNS)
-                if len(bounds) == 2:
-                    return [insert(rows, _SKIP)]
-                # one COPY and one INSERT for every slice, counted apart by the rows written
-                written = insert(rows, _SKIP, returning=C.EVENTS_COLUMNS)
-                return _counts_by_slice(rows, bounds, written)
-            return self._executemany_events(conn, rows, bounds)
+                return _copy_rows(conn, events_table, _EVENT_INSERT_COLUMNS, rows, _SKIP)
+            return self._executemany_events(conn, rows)
 
     def _insert(
         self, table: Table, columns: Sequence[str], rows: pd.DataFrame, conflict: str
@@ -715,13 +766,12 @@ class EventStore:
         with self.engine.begin() as conn:
             if self.dialect == "postgresql":
                 return _copy_rows(conn, table, columns, rows, conflict)
-            [added] = _executemany_rows(
+            return _executemany_rows(
                 conn.connection.driver_connection, table, columns, rows, conflict
             )
-            return added
 
     @staticmethod
-    def _executemany_events(conn: Connection, rows: pd.DataFrame, bounds: Any) -> list[int]:
+    def _executemany_events(conn: Connection, rows: pd.DataFrame) -> int:
         raw = conn.connection.driver_connection
         if not raw.in_transaction:  # type: ignore[union-attr]
             # pysqlite opens transactions lazily, only before DML: without this the index
@@ -733,7 +783,7 @@ class EventStore:
         rebuild = len(rows) >= _SQLITE_REBUILD_ROWS
         if rebuild:
             _VISITOR_INDEX.drop(conn)
-        added = _executemany_rows(raw, events_table, _EVENT_INSERT_COLUMNS, rows, _SKIP, bounds)
+        added = _executemany_rows(raw, events_table, _EVENT_INSERT_COLUMNS, rows, _SKIP)
         if rebuild:
             _VISITOR_INDEX.create(conn)
         return added

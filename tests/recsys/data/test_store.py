@@ -154,17 +154,17 @@ def test_append_events_writes_several_clients_batches_in_one_transaction(
     first = (1700000000000, 555, C.VIEW, 42, None, "req-1")
     second = (1700000000001, 556, C.ADDTOCART, 43, None, "req-2")
     third = (1700000000002, 557, C.VIEW, 44, None, None)
-    assert store.append_event_batches(posted([first]), [1]) == [1]
+    assert store.append_event_batches([first], [1]) == [1]
     # the service's group commit: three clients' batches, the second repeating a stored event
-    counts = store.append_event_batches(posted([second, first, third, first]), [1, 2, 1])
+    counts = store.append_event_batches([second, first, third, first], [1, 2, 1])
     assert counts == [1, 1, 0]
     assert store.read_events()[C.VISITOR].tolist() == [555, 556, 557]
     # two clients posting the same new event at once: stored once, counted for the first
     fourth = (1700000000003, 558, C.PURCHASE, 45, 7, None)
-    assert store.append_event_batches(posted([fourth, fourth]), [1, 1]) == [1, 0]
-    assert store.append_event_batches(posted([]), [0, 0]) == [0, 0]
+    assert store.append_event_batches([fourth, fourth], [1, 1]) == [1, 0]
+    assert store.append_event_batches([], [0, 0]) == [0, 0]
     with pytest.raises(ValueError, match="sizes add up to 3"):
-        store.append_event_batches(posted([first]), [1, 2])
+        store.append_event_batches([first], [1, 2])
 
 
 @pytest.mark.parametrize(
@@ -183,10 +183,30 @@ def test_append_events_rejects_a_broken_batch_whole(
     store: EventStore, row: tuple, column: str
 ) -> None:
     good = (1700000000000, 1, C.VIEW, 3, None, None)
-    batch = posted([good, good[:3] + (4,) + good[4:], row])
+    rows = [good, good[:3] + (4,) + good[4:], row]
     with pytest.raises(DataValidationError, match="row 2") as caught:
-        store.append_events(batch)
+        store.append_events(posted(rows))
     assert caught.value.column == column
+    with pytest.raises(DataValidationError, match="row 2") as caught:
+        store.append_event_batches(rows, [2, 1])  # the service's plain rows: the same rules
+    assert caught.value.column == column
+    assert store.read_events().empty
+
+
+@pytest.mark.parametrize(
+    ("value", "column"),
+    [(True, C.VISITOR), (5.0, C.VISITOR), ("5", C.ITEM), (2**63, C.ITEM), (None, C.ITEM)],
+)
+def test_plain_rows_take_only_python_integers_as_ids(
+    store: EventStore, value: object, column: str
+) -> None:
+    row = [1700000000000, 1, C.VIEW, 3, None, None]
+    row[1 if column == C.VISITOR else 3] = value
+    with pytest.raises(DataValidationError) as caught:
+        store.append_event_batches([tuple(row)], [1])
+    assert caught.value.column == column
+    with pytest.raises(DataValidationError, match="6 fields"):
+        store.append_event_batches([(1700000000000, 1, C.VIEW)], [1])
     assert store.read_events().empty
 
 
@@ -252,13 +272,10 @@ def test_sqlite_bulk_path_rebuilds_the_visitor_index_atomically(
     store = EventStore(tmp_sqlite_url)
     assert store.import_folder(raw).events == 7
     pd.testing.assert_frame_equal(store.read_events(), load_events(raw / C.EVENTS_FILE))
-    # a batch failing halfway: a view given a transactionid after validation
-    broken = store_module._validated_events(
-        posted(
-            [(1700000000000, 1, C.VIEW, 2, None, None), (1700000000001, 1, C.VIEW, 2, None, None)]
-        )
+    # a bulk batch failing halfway: a view with a transactionid (not validated)
+    broken = posted(
+        [(1700000000000, 1, C.VIEW, 2, None, None), (1700000000001, 1, C.VIEW, 2, 5, None)]
     )
-    broken.loc[1, C.TRANSACTION] = 5
     with pytest.raises(sqlite3.IntegrityError, match="ck_events_transaction"):
         store._insert_events(broken)
     with store.engine.connect() as conn:
