@@ -81,8 +81,16 @@ format: install ## Apply ruff fixes and formatting
 typecheck: install ## mypy on src/, fastapi_service/ and the DAGs
 	$(VENV)/bin/mypy
 
-lock: ## Re-pin requirements.txt from requirements.in
-	$(UV) pip compile requirements.in --python-version 3.11 -o requirements.txt
+# the images' locks take their versions from requirements.txt (-c): only hashes are added
+LOCK := $(UV) pip compile --python-version 3.11 --generate-hashes
+
+lock: ## Re-pin requirements.txt from requirements.in, then the images' locks from it (all with hashes)
+	$(LOCK) requirements.in -o requirements.txt
+	$(LOCK) fastapi_service/requirements.txt -c requirements.txt -o fastapi_service/requirements.lock
+	$(LOCK) pyproject.toml --extra training --extra airflow -c requirements.txt \
+		-o airflow_ml_pipeline/requirements.lock
+	$(LOCK) infrastructure/mlflow/requirements.txt -c requirements.txt \
+		-o infrastructure/mlflow/requirements.lock
 
 notebooks: install ## Re-run notebooks/*.ipynb on demo data (SCALE, SEED) and keep their outputs
 	$(RECSYS) data synth --out $(DATA_DIR) --scale $(SCALE) --seed $(SEED)

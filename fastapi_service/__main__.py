@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
+from functools import partial
+from typing import cast
 
 import uvicorn
 
+from fastapi_service.server import HeaderTimeoutProtocol
 from fastapi_service.settings import ServiceSettings
 from recsys.exceptions import ConfigurationError
 
@@ -14,7 +18,7 @@ log = logging.getLogger("fastapi_service")
 
 
 def main() -> None:
-    """Start uvicorn with host, port, workers and logging from the ``RECSYS_*`` settings.
+    """Start uvicorn with host, port, workers, connection limits and logging from the settings.
 
     An invalid experiments file stops the start with its message (file, experiment, field)
     and exit status 2, before uvicorn would print a traceback for it.
@@ -42,6 +46,14 @@ def main() -> None:
         access_log=settings.access_log,
         proxy_headers=True,
         timeout_graceful_shutdown=10,
+        timeout_keep_alive=settings.keep_alive_timeout_s,
+        limit_concurrency=settings.limit_concurrency,
+        # uvicorn calls `http` like its protocol classes; a partial of a module-level class
+        # pickles into the worker processes (RECSYS_WORKERS > 1)
+        http=cast(
+            "type[asyncio.Protocol]",
+            partial(HeaderTimeoutProtocol, header_timeout_s=settings.header_timeout_s),
+        ),
     )
 
 

@@ -168,6 +168,26 @@ class ServiceSettings(BaseSettings):
         description="uvicorn worker processes (metrics are per process; histories are shared "
         "through the event store, or Redis).",
     )
+    keep_alive_timeout_s: int = Field(
+        default=5,
+        ge=1,
+        description="uvicorn closes a keep-alive connection idle this long after a response.",
+    )
+    header_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="A connection that has not sent a complete request header this many "
+        "seconds after it opened or after its previous response is closed (uvicorn has no "
+        "such timeout: a silent or half-open client would hold its connection forever).",
+    )
+    limit_concurrency: int = Field(
+        default=2048,
+        ge=1,
+        description="Open connections (idle keep-alive ones included) or running requests per "
+        "worker beyond which uvicorn answers 503 at once: at the few thousand requests/s one "
+        "worker serves in ~10 ms, tens are in flight, so 2048 only bounds the memory an overload "
+        "or a connection flood takes. Keep it below the open-file limit (ulimit -n).",
+    )
     log_level: str = Field(default="info", description="Log level of the service and uvicorn.")
     access_log: bool = Field(
         default=False, description="uvicorn access log (off: it costs throughput)."

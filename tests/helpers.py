@@ -1,10 +1,12 @@
-"""Builders shared by the tests: event and property frames shaped like the loaders' output.
+"""Builders shared by the tests: event and property frames shaped like the loaders' output,
+and the pins of a requirements file.
 
 Import as ``from tests.helpers import ...`` (pytest puts the repository root on ``sys.path``).
 """
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from contextlib import closing
 from pathlib import Path
@@ -77,3 +79,21 @@ def copy_store(url: str, folder: Path) -> str:
     ):
         source.backup(copy)
     return f"sqlite:///{target}"
+
+
+def read_pins(path: Path) -> dict[str, tuple[str, tuple[str, ...]]]:
+    """``name -> (version, hashes)`` of a pip requirements file (a lock or the input of one).
+
+    Continuation lines are joined and comments dropped; names are normalized (lower case,
+    ``-``, extras removed). A requirement without ``==`` gets the version ``""`` and one
+    without ``--hash`` options no hashes, for the tests to catch.
+    """
+    pins = {}
+    for line in path.read_text().replace("\\\n", " ").splitlines():
+        requirement, *options = line.partition("#")[0].split() or [""]
+        if requirement:
+            name, _, version = requirement.partition("==")
+            name = re.sub(r"[-_.]+", "-", re.sub(r"\[.*\]", "", name)).lower()
+            hashes = tuple(o.removeprefix("--hash=") for o in options if o.startswith("--hash="))
+            pins[name] = (version, hashes)
+    return pins

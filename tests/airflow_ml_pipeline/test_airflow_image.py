@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 from airflow_testkit import REPO
 
+from tests.helpers import read_pins
+
 pytestmark = [pytest.mark.airflow]
 
 HERE = REPO / "airflow_ml_pipeline"
@@ -57,8 +59,12 @@ def test_image_uses_the_service_base_and_the_repository_pins() -> None:
         == set(re.findall(r"^FROM (\S+)", service, re.M))
         == {"python:3.11-slim-bookworm"}
     )
-    assert "COPY requirements.txt constraints.txt" in text
-    assert re.search(r"pip install .*-c constraints\.txt .*\[training,airflow\]", text)
+    # the closure of the training and airflow extras (`make lock`), hash-checked
+    assert "COPY airflow_ml_pipeline/requirements.lock airflow.lock" in text
+    assert "pip install --no-cache-dir --require-hashes --no-deps -r airflow.lock" in text
+    assert {"apache-airflow", "lightfm-next", "mlflow"} <= set(
+        read_pins(HERE / "requirements.lock")
+    )
     user = re.findall(r"^USER (\S+)", text, re.M)
     assert user and user[-1].split(":")[0] not in ("root", "0")
     # the extra installed in the image pins the Airflow of the lock

@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 from service_testkit import REPO
 
+from tests.helpers import read_pins
+
 pytestmark = pytest.mark.service
 
 SERVICE = REPO / "fastapi_service"
@@ -40,13 +42,7 @@ def test_dockerfile_is_multistage_non_root_with_healthcheck() -> None:
 
 
 def _requirements(path: Path) -> dict[str, str]:
-    reqs = {}
-    for line in path.read_text().splitlines():
-        line = line.split("#")[0].strip()
-        if line:
-            name, _, version = line.partition("==")
-            reqs[re.sub(r"\[.*\]", "", name).lower()] = version
-    return reqs
+    return {name: version for name, (version, _) in read_pins(path).items()}
 
 
 def test_image_installs_only_serving_dependencies_pinned_like_the_lock() -> None:
@@ -57,6 +53,10 @@ def test_image_installs_only_serving_dependencies_pinned_like_the_lock() -> None
     assert "mlflow-skinny" in serving
     for name, version in serving.items():
         assert lock.get(name) == version, f"{name}=={version} differs from the lock"
+    # the image's lock (what the Dockerfile installs) is compiled from these
+    image = _requirements(SERVICE / "requirements.lock")
+    assert serving.items() <= image.items()
+    assert not {"lightfm-next", "apache-airflow", "mlflow", "optuna"} & set(image)
 
 
 #: Runs in a fresh interpreter of the dev venv, but makes every module whose distribution is
