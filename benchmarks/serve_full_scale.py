@@ -17,6 +17,12 @@ bundle folder, then in one run measures:
   (goal <= 1.5 GB);
 * ingestion: (d) / (a) (goal >= 0.5) and p99 <= 10 ms; browsing: (e) / (a) (goal >= 0.7) and
   p99 <= 5 ms (``--db-url`` runs them against PostgreSQL instead of a SQLite file);
+* a realistic mix, (f): the last ``--replay-views`` views of the data (``--data``), in the
+  data's order, each as a pipelined pair on one connection: ``POST /events`` with the view,
+  then ``GET /recommendations`` for that visitor (the answer must reflect the view); the
+  throughput counts both requests (goal >= 0.5 of (a)), the p99 is a pair's, and the service's
+  ``recsys_recommendations_total`` says which path answered (the policy's name: a known
+  visitor ranked live; ``fold_in``: an unknown one from their views; ``popular``: fallback);
 * top-k agreement, in process on the same bundle: ``Recommender.top_k`` (the served fast
   path) vs ``Recommender.exact_top_k`` (brute force) for sampled warm users (goal >= 99 %).
 
@@ -71,6 +77,7 @@ GOAL_INGEST_RATIO = 0.5
 GOAL_INGEST_P99_MS = 10.0
 GOAL_BROWSING_RATIO = 0.7
 GOAL_BROWSING_P99_MS = 5.0
+GOAL_REPLAY_RATIO = 0.5
 BROWSING_VISITORS = 2_000
 
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3, "h": 3600e3}
@@ -163,6 +170,52 @@ def lua_events(path: Path, first_visitor: int, items: np.ndarray) -> Path:
         LUA_EVENTS.replace("{ITEMS}", f"{{{table}}}").replace("FIRST", str(first_visitor))
     )
     return path
+
+
+LUA_REPLAY = """local visitors = {VISITORS}
+local items = {ITEMS}
+local n = #visitors
+local i = 0
+local headers = {["Content-Type"] = "application/json"}
+request = function()
+  i = i % n + 1
+  local body = string.format('{"visitorid":%d,"event":"view","itemid":%d}', visitors[i], items[i])
+  return wrk.format("POST", "/events", headers, body)
+    .. wrk.format("GET", "/recommendations?user_id=" .. visitors[i] .. "&k=K")
+end
+"""
+
+
+def lua_replay(path: Path, visitors: np.ndarray, items: np.ndarray, k: int) -> Path:
+    """A wrk script replaying views in order, each a pipelined pair on one connection: the
+    view posted, then the visitor's recommendations (answered after the post, in order)."""
+    table = ",".join
+    path.write_text(
+        LUA_REPLAY.replace("{VISITORS}", "{" + table(str(int(v)) for v in visitors) + "}")
+        .replace("{ITEMS}", "{" + table(str(int(i)) for i in items) + "}")
+        .replace("k=K", f"k={k}")
+    )
+    return path
+
+
+def replay_views(data: Path, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(visitors, items) of the last ``n`` views of ``data/events.csv``, oldest first."""
+    import pandas as pd
+
+    events = pd.read_csv(data / "events.csv", usecols=["timestamp", "visitorid", "event", "itemid"])
+    views = events[events["event"] == "view"].sort_values("timestamp", kind="stable").tail(n)
+    return views["visitorid"].to_numpy(np.int64), views["itemid"].to_numpy(np.int64)
+
+
+def sources(port: int) -> dict[str, float]:
+    """``recsys_recommendations_total`` by source (all variants) from ``/metrics``."""
+    body = http_get(port, "/metrics", timeout=10)[1].decode()
+    out: dict[str, float] = {}
+    for labels, value in re.findall(r"^recsys_recommendations_total\{([^}]*)\} (\S+)$", body, re.M):
+        source = re.search(r'source="([^"]*)"', labels)
+        if source:
+            out[source.group(1)] = out.get(source.group(1), 0.0) + float(value)
+    return out
 
 
 def run_wrk(
@@ -499,6 +552,10 @@ def main() -> int:
     parser.add_argument("--users", type=int, default=10_000, help="warm ids the wrk script rotates")
     parser.add_argument("--agreement-users", type=int, default=1_000)
     parser.add_argument("--k", type=int, default=5)
+    parser.add_argument(
+        "--data", type=Path, default=REPO / "var/bench/raw", help="events.csv of the replay"
+    )
+    parser.add_argument("--replay-views", type=int, default=20_000, help="views replayed")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--ready-timeout", type=float, default=300.0)
     parser.add_argument("--check", action="store_true", help="exit 1 if any goal fails")
@@ -548,6 +605,7 @@ def main() -> int:
     browsing_items = rng.choice(item_ids, size=len(browsing_ids))
     event_items = rng.choice(item_ids, size=1000)
     del user_ids, item_ids
+    replay_visitors, replay_items = replay_views(args.data, args.replay_views)
 
     failures: list[str] = []
     results: dict[str, WrkResult] = {}
@@ -559,6 +617,7 @@ def main() -> int:
         cold_lua = lua_rotation(tmp / "cold.lua", cold_ids, args.k)
         events_lua = lua_events(tmp / "events.lua", top + 1 + 2 * n_sample, event_items)
         browsing_lua = lua_rotation(tmp / "browsing.lua", browsing_ids, args.k)
+        replay_lua = lua_replay(tmp / "replay.lua", replay_visitors, replay_items, args.k)
         experiments = None
         if args.experiment:
             experiments = tmp / "experiments.yaml"
@@ -607,17 +666,21 @@ def main() -> int:
                 ("recommendations cold", f"{base}/recommendations", cold_lua),
                 ("events single", f"{base}/events", events_lua),
                 ("recommendations browsing", f"{base}/recommendations", browsing_lua),
+                ("replay views + asks", f"{base}/", replay_lua),
             ]
+            paths: dict[str, float] = {}
             for name, url, script in plan:
                 if name == "recommendations browsing":
                     post_views(port, browsing_ids, browsing_items)
                 if args.warmup > 0:
                     run_wrk(name, url, args.warmup, args.connections, script)
                 pids = descendants(proc.pid)
-                before, cpu0 = server_seconds(port), cpu_seconds(pids)
+                before, cpu0, answered = server_seconds(port), cpu_seconds(pids), sources(port)
                 results[name] = res = run_wrk(name, url, args.duration, args.connections, script)
                 cpu = cpu_seconds(pids) - cpu0
                 after = server_seconds(port)
+                if name.startswith("replay"):
+                    paths = {k: v - answered.get(k, 0.0) for k, v in sources(port).items()}
                 route = {"health/live": "/health/live", "events single": "/events"}.get(
                     name, "/recommendations"
                 )
@@ -738,6 +801,18 @@ def main() -> int:
             f"p99 latency of browsing visitors {browsing.p99_ms:.2f} ms "
             f"(goal <= {GOAL_BROWSING_P99_MS:.0f} ms)",
             browsing.p99_ms <= GOAL_BROWSING_P99_MS,
+        ),
+    ]
+    replay = results["replay views + asks"]
+    replay_ratio = replay.requests_per_s / live.requests_per_s
+    by_path = ", ".join(f"{k} {v:,.0f}" for k, v in sorted(paths.items()) if v > 0)
+    checks += [
+        (
+            f"replay of the data's last {len(replay_visitors):,} views (view posted, then "
+            f"asked; {store}) / health-live = {replay.requests_per_s:.0f} / "
+            f"{live.requests_per_s:.0f} = {replay_ratio:.2f} (goal >= {GOAL_REPLAY_RATIO:.2f}); "
+            f"p99 of a pair {replay.p99_ms:.2f} ms; answers by path: {by_path}",
+            replay_ratio >= GOAL_REPLAY_RATIO,
         ),
     ]
     cold = results["recommendations cold"]
