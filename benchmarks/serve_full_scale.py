@@ -724,9 +724,15 @@ def main() -> int:
         ab_runs = [line for line in log.read_text().splitlines() if "A/B metrics of" in line]
         if ab_runs:
             print("A/B metrics task: " + "; ".join(line.split(": ", 1)[-1] for line in ab_runs))
-        tail = [line for line in log.read_text().splitlines() if "ERROR" in line]
-        if tail:
-            print("server log errors:\n  " + "\n  ".join(tail[-10:]))
+        lines = log.read_text().splitlines()
+        first = next((i for i, line in enumerate(lines) if "ERROR" in line), None)
+        if first is not None:  # the first error with its traceback
+            errors = sum("ERROR" in line for line in lines)
+            end = next(
+                (i for i in range(first + 1, len(lines)) if lines[i][:1] not in " T"), len(lines)
+            )
+            shown = [*lines[first : first + 2], "  ...", *lines[max(first + 2, end - 4) : end]]
+            print(f"server log: {errors} error line(s), the first:\n  " + "\n  ".join(shown))
 
     # in process, after the server is gone: the same bundle, the model policy
     agree_pos = rng.choice(warm_pos, size=min(args.agreement_users, len(warm_pos)), replace=False)

@@ -17,6 +17,7 @@ store exports the same numbers (aggregate them with ``max``, not ``sum``).
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from collections.abc import Iterable, Mapping
@@ -306,6 +307,11 @@ class ServiceMetrics:
         return generate_latest(self.registry)
 
 
+#: the status recorded for a request whose client closed the connection before the answer
+#: (nginx's convention)
+CLIENT_CLOSED = 499
+
+
 class MetricsMiddleware:
     """Pure ASGI middleware timing every HTTP request, labelled by route template."""
 
@@ -327,9 +333,20 @@ class MetricsMiddleware:
 
         async def send_wrapper(message: Message) -> None:
             nonlocal status
+            if status == CLIENT_CLOSED:
+                return
             if message["type"] == "http.response.start":
                 status = message["status"]
-            await send(message)
+            try:
+                await send(message)
+            except RuntimeError as exc:
+                if "handler is closed" not in str(exc):
+                    raise
+                # uvloop refuses to write to a connection the client reset in this very loop
+                # turn, before uvicorn hears of it: the client left, not a server error. One
+                # turn later uvicorn knows (else it would log an incomplete response)
+                status = CLIENT_CLOSED
+                await asyncio.sleep(0)
 
         try:
             await self.app(scope, receive, send_wrapper)

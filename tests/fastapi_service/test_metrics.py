@@ -39,3 +39,31 @@ def test_served_items_and_catalogue_give_coverage(client: TestClient) -> None:
             ]
         )
     assert metric(client.get("/metrics").text, "recsys_served_items") == len(served) > 5
+
+
+def test_a_client_gone_before_its_answer_is_499_not_a_server_error() -> None:
+    import asyncio
+
+    from fastapi_service.metrics import MetricsMiddleware, ServiceMetrics
+
+    async def app(scope: object, receive: object, send) -> None:  # type: ignore[no-untyped-def]
+        await send({"type": "http.response.start", "status": 202, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    async def reset_send(message: object) -> None:  # what uvloop raises on a reset connection
+        raise RuntimeError(
+            "unable to perform operation on <TCPTransport closed=True reading=False>; "
+            "the handler is closed"
+        )
+
+    async def broken_send(message: object) -> None:
+        raise RuntimeError("something else")
+
+    metrics = ServiceMetrics()
+    middleware = MetricsMiddleware(app, metrics)  # type: ignore[arg-type]
+    scope = {"type": "http", "method": "POST", "path": "/events"}
+    asyncio.run(middleware(scope, None, reset_send))  # type: ignore[arg-type]
+    text = metrics.render().decode()
+    assert metric(text, r'recsys_http_requests_total\{[^}]*status="499"\}') == 1
+    with pytest.raises(RuntimeError, match="something else"):
+        asyncio.run(middleware(scope, None, broken_send))  # type: ignore[arg-type]
