@@ -49,9 +49,8 @@ def main() -> None:
         service = Service(settings, manager, ServiceMetrics())  # type: ignore[arg-type]
         service.store = store
         started = time.perf_counter()
-        service.sync_history()
+        read = service.sync_history()
         seconds = time.perf_counter() - started
-        read = len(store.event_log(since_ms=cutoff, purchases_since_ms=cutoff))
         print(f"| {days} d | {read:,} | {len(service.history):,} | {seconds:.2f} |")
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     print(f"peak RSS of this process: {peak:.2f} GiB")

@@ -207,17 +207,6 @@ def replay_views(data: Path, n: int) -> tuple[np.ndarray, np.ndarray]:
     return views["visitorid"].to_numpy(np.int64), views["itemid"].to_numpy(np.int64)
 
 
-def sources(port: int) -> dict[str, float]:
-    """``recsys_recommendations_total`` by source (all variants) from ``/metrics``."""
-    body = http_get(port, "/metrics", timeout=10)[1].decode()
-    out: dict[str, float] = {}
-    for labels, value in re.findall(r"^recsys_recommendations_total\{([^}]*)\} (\S+)$", body, re.M):
-        source = re.search(r'source="([^"]*)"', labels)
-        if source:
-            out[source.group(1)] = out.get(source.group(1), 0.0) + float(value)
-    return out
-
-
 def run_wrk(
     name: str, url: str, duration: float, connections: int, script: Path | None = None
 ) -> WrkResult:
@@ -401,19 +390,27 @@ def memory(pids: list[int]) -> dict[str, int]:
     return total
 
 
-def server_seconds(port: int) -> dict[str, tuple[float, float]]:
-    """(count, sum of seconds) of the service's own request-duration histogram, by route."""
+def scrape(port: int) -> str:
+    """The service's ``/metrics`` text ("" if it does not answer 200)."""
     status, body = http_get(port, "/metrics", timeout=10)
-    out: dict[str, list[float]] = {}
-    if status != 200:
-        return {}
-    pattern = r"^recsys_http_request_duration_seconds_(count|sum)\{([^}]*)\} (\S+)$"
-    for kind, labels, value in re.findall(pattern, body.decode(), re.MULTILINE):
-        route = re.search(r'route="([^"]*)"', labels)
-        if route:
-            slot = out.setdefault(route.group(1), [0.0, 0.0])
-            slot[0 if kind == "count" else 1] += float(value)
-    return {route: (c, s) for route, (c, s) in out.items()}
+    return body.decode() if status == 200 else ""
+
+
+def metric_totals(text: str, metric: str, label: str) -> dict[str, float]:
+    """Sum of ``metric``'s samples in the exposition ``text``, by the value of ``label``."""
+    out: dict[str, float] = {}
+    for labels, value in re.findall(rf"^{metric}\{{([^}}]*)\}} (\S+)$", text, re.MULTILINE):
+        key = re.search(rf'{label}="([^"]*)"', labels)
+        if key:
+            out[key.group(1)] = out.get(key.group(1), 0.0) + float(value)
+    return out
+
+
+def server_seconds(text: str) -> dict[str, tuple[float, float]]:
+    """(count, sum of seconds) of the service's own request-duration histogram, by route."""
+    counts = metric_totals(text, "recsys_http_request_duration_seconds_count", "route")
+    sums = metric_totals(text, "recsys_http_request_duration_seconds_sum", "route")
+    return {route: (count, sums.get(route, 0.0)) for route, count in counts.items()}
 
 
 # ---------------------------------------------------------------------------- environment
@@ -675,12 +672,19 @@ def main() -> int:
                 if args.warmup > 0:
                     run_wrk(name, url, args.warmup, args.connections, script)
                 pids = descendants(proc.pid)
-                before, cpu0, answered = server_seconds(port), cpu_seconds(pids), sources(port)
+                scraped, cpu0 = scrape(port), cpu_seconds(pids)
                 results[name] = res = run_wrk(name, url, args.duration, args.connections, script)
                 cpu = cpu_seconds(pids) - cpu0
-                after = server_seconds(port)
-                if name.startswith("replay"):
-                    paths = {k: v - answered.get(k, 0.0) for k, v in sources(port).items()}
+                scraped_after = scrape(port)
+                before, after = server_seconds(scraped), server_seconds(scraped_after)
+                if name.startswith("replay"):  # recommendations by source: the path answering
+                    answered = metric_totals(scraped, "recsys_recommendations_total", "source")
+                    paths = {
+                        k: v - answered.get(k, 0.0)
+                        for k, v in metric_totals(
+                            scraped_after, "recsys_recommendations_total", "source"
+                        ).items()
+                    }
                 route = {"health/live": "/health/live", "events single": "/events"}.get(
                     name, "/recommendations"
                 )

@@ -343,8 +343,9 @@ class MetricsMiddleware:
                 if "handler is closed" not in str(exc):
                     raise
                 # uvloop refuses to write to a connection the client reset in this very loop
-                # turn, before uvicorn hears of it: the client left, not a server error. One
-                # turn later uvicorn knows (else it would log an incomplete response)
+                # turn, before uvicorn hears of it: the client left, not a server error. Yield
+                # a turn so that uvicorn usually knows by the time the app returns (otherwise
+                # it logs one line: "ASGI callable returned without completing response")
                 status = CLIENT_CLOSED
                 await asyncio.sleep(0)
 

@@ -192,8 +192,9 @@ class Service:
             rebuilt = self.history_log is not None
             await asyncio.sleep(self.settings.history_poll_s if rebuilt else 0.01)
 
-    def sync_history(self) -> None:
-        """Bring the in-process history up to date with the event store.
+    def sync_history(self) -> int:
+        """Bring the in-process history up to date with the event store; the number of
+        stored events read.
 
         The first time a model serves, rebuild it from the store (views and add-to-carts of
         the last ``history_ttl_s``, purchases since the served models' cutoff); after that
@@ -202,7 +203,7 @@ class Service:
         """
         model = self.manager.current
         if model is None or self.store is None or not isinstance(self.history, OnlineHistory):
-            return
+            return 0
         bundles = [model.bundle, *(arm.recommender.bundle for arm in model.arms.values())]
         cutoff = min(int(b.metadata.get("cutoff_ms", 0)) for b in bundles)
         since = max(cutoff, int(time.time() * 1000 - self.settings.history_ttl_s * 1000))
@@ -230,6 +231,7 @@ class Service:
         )
         self._store_state(True)
         self.metrics.history_visitors.set(len(self.history))
+        return len(rows)
 
     async def _ab_metrics_forever(self) -> None:
         while True:

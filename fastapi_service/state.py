@@ -256,13 +256,6 @@ class RedisHistory:
         return tuple(int(i) for i in reversed(recent)), tuple(int(i) for i in sold)
 
 
-def _push_front(items: list[int], item_id: int, cap: int) -> None:
-    if item_id in items:
-        items.remove(item_id)
-    items.insert(0, item_id)
-    del items[cap:]
-
-
 class ExposureBuffer:
     """Exposures waiting to be written to the store in one batch (bounded, thread-safe)."""
 

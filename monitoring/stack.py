@@ -20,7 +20,6 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from types import FrameType
 
 from monitoring import traffic
 from monitoring.bundle import ensure_bundle
@@ -92,10 +91,6 @@ def start_service(settings: dict[str, str], port: int, workdir: Path) -> Daemon:
     )
 
 
-def _stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
-
-
 def main(argv: list[str] | None = None) -> int:
     """Start the stack, print its URLs, wait for Ctrl-C, stop everything."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -113,7 +108,6 @@ def main(argv: list[str] | None = None) -> int:
     for stop_signal in (signal.SIGINT, signal.SIGTERM):
         signal.signal(stop_signal, signal.default_int_handler)
     workdir = args.var / "monitor"
-    signal.signal(signal.SIGTERM, _stop_on_sigterm)
     with ExitStack() as stack:
         try:
             webhook = os.environ.get("ALERTMANAGER_WEBHOOK_URL") or stack.enter_context(
