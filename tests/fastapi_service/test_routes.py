@@ -478,7 +478,8 @@ def test_not_ready_until_a_model_loads(
     reply = client.post("/admin/reload", headers=AUTH)
     assert reply.status_code == 200, reply.text
     assert reply.json() == {"status": "reloaded", "model_version": "late", "previous_version": None}
-    assert client.get("/health/ready").status_code == 200
+    # ready once the online history is rebuilt for the first model (a background poll away)
+    wait_until(lambda: client.get("/health/ready").status_code == 200, 10, "ready")
     assert client.get("/recommendations/1").json()["model_version"] == "late"
 
 
