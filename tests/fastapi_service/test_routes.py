@@ -220,6 +220,45 @@ def test_fast_path_answers_like_the_documented_route(client: TestClient, url: st
     assert fast_body == documented_body
 
 
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [
+        ('{"visitorid": V, "event": "view", "itemid": 100}', "application/json"),
+        ('[{"visitorid": V, "event": "addtocart", "itemid": 1}]', "application/json"),
+        ('{"visitorid": V, "event": "view", "itemid": 100}', "application/json; charset=utf-8"),
+        ('{"visitorid": V, "event": "view", "itemid": 100}', "text/plain"),
+        ('{"visitorid": V, "event": "view", "itemid": 100}', None),
+        ('{"visitorid": V, "event": "view", "itemid": 100}', "application/vnd.api+json"),
+        ('{"visitorid": V, "event": "view", "itemid": "100"}', "application/json"),
+        ('{"visitorid": V, "event": "view", "itemid": true}', "application/json"),
+        ('{"visitorid": V, "event": "view", "itemid": 1.0}', "application/json"),
+        ('{"visitorid": V, "event": "view", "itemid": 1e2}', "application/json"),
+        ('{"visitorid": V, "event": "view", "itemid": 99999999999999999999999}', "application/json"),
+        ('{"visitorid": V, "event": "view", "itemid": NaN}', "application/json"),
+        ('{"visitorid": V, "event": "view", "itemid": 1', "application/json"),
+        ('{"visitorid": V, "event": "transaction", "itemid": 1}', "application/json"),
+        ('{"visitorid": V, "event": "view", "itemid": 1, "timestamp": 4102444800000}', None),
+        ('{"visitorid": V, "event": "view", "itemid": 1, "itemid": 2}', "application/json"),
+        ("[]", "application/json"),
+        ("", "application/json"),
+        ("\xff", "application/json"),
+    ],
+)
+def test_fast_events_answer_like_the_documented_route(
+    client: TestClient, body: str, content_type: str | None
+) -> None:
+    headers = {"content-type": content_type} if content_type else {}
+    visitor = iter(range(90_000, 90_002))
+    fast = client.post("/events", content=body.replace("V", str(next(visitor))), headers=headers)
+    with documented_routes_only(client.app):  # type: ignore[arg-type]
+        documented = client.post(
+            "/events", content=body.replace("V", str(next(visitor))), headers=headers
+        )
+    assert fast.status_code == documented.status_code, fast.text
+    assert fast.headers["content-type"] == documented.headers["content-type"]
+    assert fast.json() == documented.json()
+
+
 def test_request_ids_share_a_process_prefix_and_count_up(client: TestClient) -> None:
     first, second = recommend(client, 424242)["request_id"], recommend(client, 424242)["request_id"]
     assert first[:16] == second[:16]  # per-process random prefix
