@@ -33,7 +33,7 @@ from fastapi_service.errors import (
 )
 from fastapi_service.metrics import MetricsMiddleware, ServiceMetrics
 from fastapi_service.model_manager import ModelManager
-from fastapi_service.routes import fast_routes, router
+from fastapi_service.routes import FastRecommendations, fast_routes, router
 from fastapi_service.schemas import ErrorResponse, FieldError
 from fastapi_service.service import Service
 from fastapi_service.settings import ServiceSettings
@@ -108,7 +108,10 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, _unexpected_error)
     # the last middleware added is the outermost: metrics also see 413s from the body limit
+    # and time the recommendations answered ahead of the rest (fastapi_service.routes)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.state.fast_path = True
+    app.add_middleware(FastRecommendations, state=app.state)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app
 

@@ -1,29 +1,32 @@
 """HTTP routes: thin wrappers around the service and the model manager.
 
-``router`` holds the documented FastAPI routes. ``fast_routes`` serve the two
-``GET /recommendations`` forms and ``POST /events`` as plain Starlette routes put ahead of them
-(the router takes the first full match): FastAPI's per-request dependency solving, body
-handling and response validation cost more than ranking a cold visitor. The fast routes
-validate with the same schema types (:class:`~fastapi_service.schemas.RecommendationQuery`,
-:data:`~fastapi_service.schemas.EventsBody`) and call the same service methods, and a body
-that fails validation is handed to the documented route, so the two cannot drift apart.
+``router`` holds the documented FastAPI routes. The two hot paths are also served without
+FastAPI's per-request dependency solving, body handling and response validation (they cost
+more than ranking a cold visitor): ``GET /recommendations`` (both forms) by the
+:class:`FastRecommendations` middleware, ``POST /events`` by the :class:`FastEvents` route put
+ahead of the router (it takes the first full match). Both validate with the same schema types
+(:class:`~fastapi_service.schemas.RecommendationQuery`,
+:data:`~fastapi_service.schemas.EventsBody`), call the same service methods, and hand what
+they cannot answer (invalid input, errors) to the documented route, so the two cannot drift
+apart.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Awaitable, Callable
+import re
 from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Body, Depends, Path, Query, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST
 from fastapi.routing import APIRoute
+from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import TypeAdapter, ValidationError
+from starlette.datastructures import QueryParams
 from starlette.routing import Route
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fastapi_service.dependencies import (
     ManagerDep,
@@ -108,56 +111,66 @@ async def recommendations_path(
     return _answer(service, RecommendationQuery.model_construct(user_id=user_id, k=k))
 
 
-def _fast(request: Request, raw: dict[str, str], user_id_in: str) -> Response:
-    """Validate raw parameter strings with :class:`RecommendationQuery` and answer.
+class FastRecommendations:
+    """ASGI middleware answering ``GET /recommendations`` (both forms) ahead of the app's
+    middleware, router and FastAPI's per-request dependency solving and response validation
+    (together more than the ranking of a warm visitor).
 
-    Invalid input raises pydantic's own errors, located as FastAPI would locate them
-    (``query.k``, ``query.user_id`` or ``path.user_id``), so the 422 body is the same.
-    """
-    try:
-        query = RecommendationQuery.model_validate(raw)
-    except ValidationError as exc:
-        errors = [
-            {
-                **error,
-                "loc": (user_id_in if error["loc"] == ("user_id",) else "query", *error["loc"]),
-            }
-            for error in exc.errors(include_url=False)
-        ]
-        raise RequestValidationError(errors) from None
-    service: Service = request.app.state.service
-    return _answer(service, query)
-
-
-async def _fast_query(request: Request) -> Response:
-    # async and short (numpy on a bounded candidate set): no threadpool hop per request
-    return _fast(request, dict(request.query_params), "query")
-
-
-async def _fast_path(request: Request) -> Response:
-    raw = dict(request.query_params)
-    raw["user_id"] = request.path_params["user_id"]
-    return _fast(request, raw, "path")
-
-
-class FastRoute(Route):
-    """A plain Starlette route: no FastAPI dependency solving per request.
-
-    One method only (Starlette would add HEAD to a GET), so it answers exactly like the
-    FastAPI route of the same path that it shadows (405 with ``Allow`` for other methods).
+    The raw parameter strings are validated with the one
+    :class:`~fastapi_service.schemas.RecommendationQuery` and answered by the same
+    ``service.recommend``; a request it cannot answer (invalid parameters, no model yet, any
+    error) goes on to the documented route, which answers or names the error exactly as
+    without this shortcut (nothing happened before the error: ranking has no side effect
+    until it succeeds). ``scope["route"]`` is set to the documented route, so the request
+    metrics keep its template. ``app.state.fast_path = False`` turns it off (tests compare).
     """
 
-    def __init__(
-        self, path: str, endpoint: Callable[[Request], Awaitable[Response]], method: str = "GET"
-    ) -> None:
-        super().__init__(path, endpoint, methods=[method], include_in_schema=False)
-        self.methods = {method}
+    def __init__(self, app: ASGIApp, state: Any) -> None:
+        self.app = app
+        self.state = state
+        self._routes = {
+            form: next(r for r in router.routes if getattr(r, "name", None) == name)
+            for form, name in ((False, "recommendations"), (True, "recommendations_path"))
+        }
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "GET" and self.state.fast_path:
+            match = _RECOMMENDATIONS.fullmatch(scope["path"])
+            body = None if match is None else self._answer(scope, match.group(1))
+            if body is not None:
+                scope["route"] = self._routes[match.group(1) is not None]  # type: ignore[union-attr]
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 200,
+                        "headers": [
+                            (b"content-length", str(len(body)).encode()),
+                            (b"content-type", b"application/json"),
+                        ],
+                    }
+                )
+                await send({"type": "http.response.body", "body": body})
+                return
+        await self.app(scope, receive, send)
+
+    def _answer(self, scope: Scope, user_id: str | None) -> bytes | None:
+        raw = dict(QueryParams(scope["query_string"].decode("latin-1")))
+        if user_id is not None:
+            raw["user_id"] = user_id
+        try:
+            query = RecommendationQuery.model_validate(raw)
+            return orjson.dumps(self.state.service.recommend(query.user_id, query.k))
+        except Exception:  # the documented route answers it, or names the error
+            return None
+
+
+_RECOMMENDATIONS = re.compile(r"/recommendations(?:/([^/]+))?")
 
 
 _EVENTS_BODY: TypeAdapter[Event | list[Event]] = TypeAdapter(EventsBody)
 
 
-class FastEvents(FastRoute):
+class FastEvents(Route):
     """``POST /events`` with a valid JSON body, validated by pydantic straight from the bytes
     with the one :data:`~fastapi_service.schemas.EventsBody` type (the posting visitor's
     common case: ~3x less work than FastAPI's body handling).
@@ -168,7 +181,8 @@ class FastEvents(FastRoute):
     """
 
     def __init__(self, documented: APIRoute) -> None:
-        super().__init__(documented.path, self._never, method="POST")
+        super().__init__(documented.path, self._never, methods=["POST"], include_in_schema=False)
+        self.methods = {"POST"}  # not HEAD: 405 for other methods, as the documented route
         self.documented = documented
 
     @staticmethod
@@ -181,10 +195,8 @@ class FastEvents(FastRoute):
         media_type = request.headers.get("content-type", "").partition(";")[0].strip()
         events = None
         if media_type.lower() == "application/json":
-            try:
+            with contextlib.suppress(ValidationError):  # answered by the documented route
                 events = _EVENTS_BODY.validate_json(body)
-            except ValidationError:
-                pass
         if events is None:
             sent = False
 
@@ -220,10 +232,8 @@ async def post_events(body: Annotated[EventsBody, Body()], service: ServiceDep) 
     return await service.ingest(body if isinstance(body, list) else [body])
 
 
-#: served ahead of ``router`` (see the module docstring); same paths, same answers
+#: served ahead of ``router`` (see the module docstring); same path, same answers
 fast_routes: list[Route] = [
-    FastRoute("/recommendations", _fast_query),
-    FastRoute("/recommendations/{user_id}", _fast_path),
     FastEvents(next(r for r in router.routes if getattr(r, "endpoint", None) is post_events)),
 ]
 
