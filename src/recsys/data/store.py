@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import functools
 import io
-import json
 import logging
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
@@ -31,6 +30,7 @@ from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import numpy as np
+import orjson
 import pandas as pd
 from sqlalchemy import (
     BigInteger,
@@ -378,10 +378,16 @@ def _validated_exposures(df: pd.DataFrame) -> Sequence[Sequence[Any]]:
 
 
 def _json_scalar(value: Any) -> Any:
-    """numpy scalars as Python numbers for ``json.dumps``."""
+    """numpy scalars as Python numbers for :func:`_json`."""
     if isinstance(value, np.generic):
         return value.item()
     raise TypeError(f"not JSON-serialisable: {type(value).__name__}")
+
+
+def _json(rows: Any) -> str:
+    """Rows as one JSON text parameter (orjson: ~10x faster than ``json.dumps``; text, since
+    SQLite reads a bytes parameter as JSONB)."""
+    return orjson.dumps(rows, default=_json_scalar).decode()
 
 
 def _check_exposure_labels(rows: Sequence[Sequence[Any]]) -> None:
@@ -738,7 +744,7 @@ class EventStore:
         with self.engine.begin() as conn:
             cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
             try:
-                cursor.execute(sql, (json.dumps(rows),))
+                cursor.execute(sql, (_json(rows),))
                 written = cursor.fetchall()
             finally:
                 cursor.close()
@@ -985,7 +991,7 @@ class EventStore:
         sql = (
             f"INSERT INTO exposures ({names}) SELECT {fields} FROM {source} ON CONFLICT DO NOTHING"
         )
-        payload = json.dumps(records, default=_json_scalar)
+        payload = _json(records)
         with self.engine.begin() as conn:
             cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
             try:

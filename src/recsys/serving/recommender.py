@@ -180,6 +180,8 @@ class Recommender:
                     f"{', '.join(names)}"
                 )
         self.tree_scorer = tree_scorer
+        #: the source of a known visitor's answers (the same for every k)
+        self._known_source = self.ranking.known(1, self.recent_slots).source
         self._cold: dict[int, Recommendation] = {}
         # popularity alone ranks a known visitor (no head, no model, no scorer): their list is
         # the padding without their purchases, served without the general ranking's overhead
@@ -452,19 +454,19 @@ class Recommender:
                 REASON_CATEGORY if c >= 0 and c in seen else REASON_POPULAR
                 for c in b.item_category[items].tolist()
             ],
-            source=self.ranking.known(k, self.recent_slots).source,
+            source=self._known_source,
         )
 
     def _explain(self, answers: ServedAnswers, user_id: int, user: int, k: int) -> Recommendation:
         """The precomputed answer of a known visitor."""
         items = answers.items[user, :k]
-        size = int((items >= 0).sum())
+        size = k - items.tolist().count(-1)  # -1 pads the end (Python beats numpy for k ints)
         return Recommendation(
             user_id=int(user_id),
             item_ids=self.bundle.item_ids[items[:size]].tolist(),
             scores=answers.scores[user, :size].tolist(),
             reasons=[REASONS[c] for c in answers.reasons[user, :size].tolist()],
-            source=self.ranking.known(k, self.recent_slots).source,
+            source=self._known_source,
         )
 
     # ------------------------------------------------------------------ any number of visitors
