@@ -11,7 +11,7 @@ bundle folder, then in one run measures:
   new visitor (ingestion: every 202 means committed, see the README's durability contract);
   (e) ``GET /recommendations`` for browsing visitors: 2,000 warm visitors who each posted a
   view just before (they are ranked live, not from the precomputed table);
-* throughput of (b) / throughput of (a) (goal >= 0.70) and the p99 latency of (b)
+* throughput of (b) / throughput of (a) (goal >= 0.90) and the p99 latency of (b)
   (goal <= 10 ms), as wrk reports them (``--latency``);
 * service memory: VmRSS of the server process and its children after the load runs
   (goal <= 1.5 GB);
@@ -33,6 +33,10 @@ the run also reports RSS per loaded model, measured in process on the same bundl
 with its index and champion Recommender, then each extra variant (a popular variant shares the
 bundle and the index, so it costs only its catalogue-length arrays).
 
+The whole sequence runs ``--rounds`` times (default 3) on the same server: every ratio is a
+run's throughput over the same round's (a), and each goal is judged on the median over the
+rounds, printed with its range (a shared 2-core machine varies by 10-20 % between runs).
+
 wrk runs a closed loop: at saturation each connection waits for the requests queued before
 its own, so latency ~ connections / throughput; a p99 of 10 ms at 8 connections needs well
 under 1.25 ms of server time per request, without pauses (GC, background writes).
@@ -42,7 +46,7 @@ saturates before the server on 2 cores). The bundle is written by
 ``benchmarks/train_full_scale.py``. Do not run it while something else loads the machine.
 
     .venv/bin/python benchmarks/serve_full_scale.py [--bundle var/bench/bundle] [--duration 20]
-        [--connections 8] [--workers 1] [--users 10000] [--experiment]
+        [--connections 8] [--workers 1] [--users 10000] [--rounds 3] [--experiment]
 """
 
 from __future__ import annotations
@@ -68,7 +72,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 
 GOAL_STARTUP_S = 30.0
-GOAL_RATIO = 0.70
+GOAL_RATIO = 0.90  # the browsing issue: "warm precomputed >= 0.9" keeps holding
 GOAL_RATIO_EXPERIMENT = 0.80
 GOAL_P99_MS = 10.0
 GOAL_AGREEMENT = 0.99
@@ -553,6 +557,13 @@ def main() -> int:
         "--data", type=Path, default=REPO / "var/bench/raw", help="events.csv of the replay"
     )
     parser.add_argument("--replay-views", type=int, default=20_000, help="views replayed")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="rounds of every wrk run; goals use each round's ratio to that round's "
+        "health/live, median (min-max) over the rounds",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--ready-timeout", type=float, default=300.0)
     parser.add_argument("--check", action="store_true", help="exit 1 if any goal fails")
@@ -605,7 +616,7 @@ def main() -> int:
     replay_visitors, replay_items = replay_views(args.data, args.replay_views)
 
     failures: list[str] = []
-    results: dict[str, WrkResult] = {}
+    results: dict[str, list[WrkResult]] = {}
     with tempfile.TemporaryDirectory(prefix="serve_full_scale-") as tmp_name:
         tmp = Path(tmp_name)
         port = free_port()
@@ -666,25 +677,26 @@ def main() -> int:
                 ("replay views + asks", f"{base}/", replay_lua),
             ]
             paths: dict[str, float] = {}
-            for name, url, script in plan:
+            for name, url, script in [p for r in range(args.rounds) for p in plan]:
+                if name == "health/live":
+                    print(f"-- round {len(results.get(name, [])) + 1} of {args.rounds}")
                 if name == "recommendations browsing":
                     post_views(port, browsing_ids, browsing_items)
                 if args.warmup > 0:
                     run_wrk(name, url, args.warmup, args.connections, script)
                 pids = descendants(proc.pid)
                 scraped, cpu0 = scrape(port), cpu_seconds(pids)
-                results[name] = res = run_wrk(name, url, args.duration, args.connections, script)
+                res = run_wrk(name, url, args.duration, args.connections, script)
+                results.setdefault(name, []).append(res)
                 cpu = cpu_seconds(pids) - cpu0
                 scraped_after = scrape(port)
                 before, after = server_seconds(scraped), server_seconds(scraped_after)
                 if name.startswith("replay"):  # recommendations by source: the path answering
                     answered = metric_totals(scraped, "recsys_recommendations_total", "source")
-                    paths = {
-                        k: v - answered.get(k, 0.0)
-                        for k, v in metric_totals(
-                            scraped_after, "recsys_recommendations_total", "source"
-                        ).items()
-                    }
+                    for k, v in metric_totals(
+                        scraped_after, "recsys_recommendations_total", "source"
+                    ).items():
+                        paths[k] = paths.get(k, 0.0) + v - answered.get(k, 0.0)
                 route = {"health/live": "/health/live", "events single": "/events"}.get(
                     name, "/recommendations"
                 )
@@ -756,24 +768,82 @@ def main() -> int:
             f"{mib(parts['popular_variant'])}"
         )
 
-    live, warm = results["health/live"], results["recommendations warm"]
-    ratio = warm.requests_per_s / live.requests_per_s
+    def ratio(name: str) -> list[float]:
+        """Per round: the run's throughput / that round's health/live."""
+        pairs = zip(results[name], results["health/live"], strict=True)
+        return [r.requests_per_s / live.requests_per_s for r, live in pairs]
+
+    def median(values: list[float]) -> float:
+        return float(np.median(values))
+
+    def spread(values: list[float], fmt: str = ".2f", unit: str = "") -> str:
+        """``median (min-max over N rounds)``."""
+        text = f"{median(values):{fmt}}{unit}"
+        if len(values) > 1:
+            text += f" ({min(values):{fmt}}-{max(values):{fmt}}{unit} over {len(values)} rounds)"
+        return text
+
+    def rate(name: str) -> list[float]:
+        return [r.requests_per_s for r in results[name]]
+
+    def p99(name: str) -> list[float]:
+        return [r.p99_ms for r in results[name]]
+
+    store = "PostgreSQL" if args.db_url and args.db_url.startswith("postgres") else "SQLite"
     goal_ratio = GOAL_RATIO_EXPERIMENT if args.experiment else GOAL_RATIO
+    by_path = ", ".join(f"{k} {v:,.0f}" for k, v in sorted(paths.items()) if v > 0)
+    live_rate = spread(rate("health/live"), ".0f", " req/s")
+    ratio_goals = [  # (name, what, goal ratio, goal p99 or None)
+        (
+            "recommendations warm",
+            "warm visitors, precomputed"
+            + (", with the two-variant experiment" if args.experiment else ""),
+            goal_ratio,
+            GOAL_P99_MS,
+        ),
+        (
+            "events single",
+            f"ingestion POST /events (one event per request, {store})",
+            GOAL_INGEST_RATIO,
+            GOAL_INGEST_P99_MS,
+        ),
+        (
+            "recommendations browsing",
+            "browsing visitors (a view posted just before)",
+            GOAL_BROWSING_RATIO,
+            GOAL_BROWSING_P99_MS,
+        ),
+        (
+            "replay views + asks",
+            f"replay of the data's last {len(replay_visitors):,} views (view posted, then asked; "
+            f"{store}; p99 of a pair; answers by path: {by_path})",
+            GOAL_REPLAY_RATIO,
+            None,
+        ),
+    ]
     checks = [
         (
             f"start-up to ready {ready_s:.2f} s (goal <= {GOAL_STARTUP_S:.0f} s)",
             ready_s <= GOAL_STARTUP_S,
-        ),
-        (
-            f"throughput recommendations / health-live = {warm.requests_per_s:.0f} / "
-            f"{live.requests_per_s:.0f} = {ratio:.2f} (goal >= {goal_ratio:.2f})"
-            + (" with the two-variant experiment" if args.experiment else ""),
-            ratio >= goal_ratio,
-        ),
-        (
-            f"p99 latency of recommendations {warm.p99_ms:.2f} ms (goal <= {GOAL_P99_MS:.0f} ms)",
-            warm.p99_ms <= GOAL_P99_MS,
-        ),
+        )
+    ]
+    for name, what, goal, goal_p99 in ratio_goals:
+        checks.append(
+            (
+                f"{what} / health-live = {spread(ratio(name))} (goal >= {goal:.2f}); "
+                f"{spread(rate(name), '.0f', ' req/s')} vs health-live {live_rate}",
+                median(ratio(name)) >= goal,
+            )
+        )
+        if goal_p99 is not None:
+            checks.append(
+                (
+                    f"p99 latency of {what.split(' (')[0]} {spread(p99(name), '.2f', ' ms')} "
+                    f"(goal <= {goal_p99:.0f} ms)",
+                    median(p99(name)) <= goal_p99,
+                )
+            )
+    checks += [
         (
             f"top-{args.k} agreement fast vs exact: {agree['positions']:.2%} of positions "
             f"({agree['sets']:.2%} of items, {agree['lists']:.2%} of lists identical; "
@@ -785,54 +855,12 @@ def main() -> int:
             mem["rss"] <= GOAL_RSS_BYTES,
         ),
     ]
-    ingest, browsing = results["events single"], results["recommendations browsing"]
-    ingest_ratio = ingest.requests_per_s / live.requests_per_s
-    browsing_ratio = browsing.requests_per_s / live.requests_per_s
-    store = "PostgreSQL" if args.db_url and args.db_url.startswith("postgres") else "SQLite"
-    checks += [
-        (
-            f"ingestion POST /events (one event per request, {store}) / health-live = "
-            f"{ingest.requests_per_s:.0f} / {live.requests_per_s:.0f} = {ingest_ratio:.2f} "
-            f"(goal >= {GOAL_INGEST_RATIO:.2f})",
-            ingest_ratio >= GOAL_INGEST_RATIO,
-        ),
-        (
-            f"p99 latency of POST /events {ingest.p99_ms:.2f} ms "
-            f"(goal <= {GOAL_INGEST_P99_MS:.0f} ms)",
-            ingest.p99_ms <= GOAL_INGEST_P99_MS,
-        ),
-        (
-            f"browsing visitors (a view posted just before) / health-live = "
-            f"{browsing.requests_per_s:.0f} / {live.requests_per_s:.0f} = {browsing_ratio:.2f} "
-            f"(goal >= {GOAL_BROWSING_RATIO:.2f})",
-            browsing_ratio >= GOAL_BROWSING_RATIO,
-        ),
-        (
-            f"p99 latency of browsing visitors {browsing.p99_ms:.2f} ms "
-            f"(goal <= {GOAL_BROWSING_P99_MS:.0f} ms)",
-            browsing.p99_ms <= GOAL_BROWSING_P99_MS,
-        ),
-    ]
-    replay = results["replay views + asks"]
-    replay_ratio = replay.requests_per_s / live.requests_per_s
-    by_path = ", ".join(f"{k} {v:,.0f}" for k, v in sorted(paths.items()) if v > 0)
-    checks += [
-        (
-            f"replay of the data's last {len(replay_visitors):,} views (view posted, then "
-            f"asked; {store}) / health-live = {replay.requests_per_s:.0f} / "
-            f"{live.requests_per_s:.0f} = {replay_ratio:.2f} (goal >= {GOAL_REPLAY_RATIO:.2f}); "
-            f"p99 of a pair {replay.p99_ms:.2f} ms; answers by path: {by_path}",
-            replay_ratio >= GOAL_REPLAY_RATIO,
-        ),
-    ]
-    cold = results["recommendations cold"]
     print("\n=== goals ===")
     for text, ok in checks:
         print(f"  [{verdict(ok)}] {text}")
     print(
-        f"  [info] cold visitors: {cold.requests_per_s:.0f} req/s "
-        f"({cold.requests_per_s / live.requests_per_s:.2f} of health-live), "
-        f"p99 {cold.p99_ms:.2f} ms"
+        f"  [info] cold visitors / health-live = {spread(ratio('recommendations cold'))}, "
+        f"p99 {spread(p99('recommendations cold'), '.2f', ' ms')}"
     )
     if failures:
         print("\nERRORS during load (results above are not valid):\n  " + "\n  ".join(failures))
