@@ -9,8 +9,8 @@ bundle folder, then in one run measures:
   rotating over sampled warm visitor ids (a wrk Lua script) and (c) the same for unknown
   (cold) visitors, for information; (d) ``POST /events``, one view per request, each from a
   new visitor (ingestion: every 202 means committed, see the README's durability contract);
-  (e) ``GET /recommendations`` for browsing visitors: 2,000 warm visitors who each posted a
-  view just before (they are ranked live, not from the precomputed table);
+  (e) ``GET /recommendations`` for browsing visitors: 2,000 other warm visitors who each
+  posted a view just before (they are ranked live, not from the precomputed table);
 * throughput of (b) / throughput of (a) (goal >= 0.90) and the p99 latency of (b)
   (goal <= 10 ms), as wrk reports them (``--latency``);
 * service memory: VmRSS of the server process and its children after the load runs
@@ -604,16 +604,20 @@ def main() -> int:
         user_ids = npz["user_ids"]
         item_ids = npz["item_ids"]
     rng = np.random.default_rng(args.seed)
-    n_sample = min(args.users, len(user_ids))
-    warm_pos = np.sort(rng.choice(len(user_ids), size=n_sample, replace=False))
+    replay_visitors, replay_items = replay_views(args.data, args.replay_views)
+    # warm and browsing visitors apart from each other and from the replayed ones: a visitor
+    # who posted events is ranked live in every later round
+    free = np.flatnonzero(~np.isin(user_ids, replay_visitors))
+    n_sample = min(args.users, len(free) - BROWSING_VISITORS)
+    sample = rng.choice(free, size=n_sample + BROWSING_VISITORS, replace=False)
+    warm_pos = np.sort(sample[:n_sample])
     warm_ids = user_ids[rng.permutation(warm_pos)]
     top = int(user_ids.max()) if len(user_ids) else 0
     cold_ids = np.arange(top + 1, top + 1 + n_sample, dtype=np.int64)
-    browsing_ids = warm_ids[:BROWSING_VISITORS]
+    browsing_ids = user_ids[sample[n_sample:]]
     browsing_items = rng.choice(item_ids, size=len(browsing_ids))
     event_items = rng.choice(item_ids, size=1000)
     del user_ids, item_ids
-    replay_visitors, replay_items = replay_views(args.data, args.replay_views)
 
     failures: list[str] = []
     results: dict[str, list[WrkResult]] = {}
