@@ -172,8 +172,9 @@ _EVENTS_BODY: TypeAdapter[Event | list[Event]] = TypeAdapter(EventsBody)
 
 class FastEvents(Route):
     """``POST /events`` with a valid JSON body, validated by pydantic straight from the bytes
-    with the one :data:`~fastapi_service.schemas.EventsBody` type (the posting visitor's
-    common case: ~3x less work than FastAPI's body handling).
+    with the one :data:`~fastapi_service.schemas.EventsBody` type: the posting visitor's
+    common case, without FastAPI's body handling (measured at full scale: 0.36 -> 0.21-0.26 ms
+    of server CPU per single-event request).
 
     Any other request (another content type, a body that does not validate) is handed, with
     the bytes already read, to the documented route it shadows: every error is answered
