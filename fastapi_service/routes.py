@@ -235,7 +235,9 @@ async def post_events(body: Annotated[EventsBody, Body()], service: ServiceDep) 
 
 #: served ahead of ``router`` (see the module docstring); same path, same answers
 fast_routes: list[Route] = [
-    FastEvents(next(r for r in router.routes if getattr(r, "endpoint", None) is post_events)),
+    FastEvents(
+        next(r for r in router.routes if isinstance(r, APIRoute) and r.endpoint is post_events)
+    ),
 ]
 
 
