@@ -235,7 +235,10 @@ def test_fast_path_answers_like_the_documented_route(client: TestClient, url: st
         ('{"visitorid": V, "event": "view", "itemid": true}', "application/json"),
         ('{"visitorid": V, "event": "view", "itemid": 1.0}', "application/json"),
         ('{"visitorid": V, "event": "view", "itemid": 1e2}', "application/json"),
-        ('{"visitorid": V, "event": "view", "itemid": 99999999999999999999999}', "application/json"),
+        (
+            '{"visitorid": V, "event": "view", "itemid": 99999999999999999999999}',
+            "application/json",
+        ),
         ('{"visitorid": V, "event": "view", "itemid": NaN}', "application/json"),
         ('{"visitorid": V, "event": "view", "itemid": 1', "application/json"),
         ('{"visitorid": V, "event": "transaction", "itemid": 1}', "application/json"),
