@@ -16,6 +16,7 @@ import functools
 import itertools
 import logging
 import multiprocessing
+import os
 import secrets
 import time
 from collections import Counter
@@ -52,6 +53,10 @@ log = logging.getLogger("fastapi_service")
 VARIANT = "control"
 #: seconds between deletions of expired exposures (one indexed DELETE each)
 RETENTION_CHECK_S = 600.0
+
+#: niceness of the child process computing the A/B metrics (it reads every exposure of an
+#: experiment: seconds of CPU a minute on a long one, which requests should not wait behind)
+AB_METRICS_NICE = 10
 
 
 class Service:
@@ -254,7 +259,13 @@ class Service:
         now = time.time()
         started = [e for e in self.manager.experiments if e.start_s <= now]
         if self._ab_pool is None:
-            self._ab_pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+            # at a lower CPU priority: on a busy host the requests go first
+            self._ab_pool = ProcessPoolExecutor(
+                1,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=os.nice,
+                initargs=(AB_METRICS_NICE,),
+            )
         window = self.settings.attribution_window_s
         try:
             values = await asyncio.get_running_loop().run_in_executor(

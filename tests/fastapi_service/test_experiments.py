@@ -7,6 +7,7 @@ versions).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from service_testkit import Registry, metric, write_bundle
 
 from fastapi_service.metrics import AB_GAUGES, ServiceMetrics
 from fastapi_service.model_manager import ModelManager, load_cached
+from fastapi_service.service import AB_METRICS_NICE
 from fastapi_service.settings import ServiceSettings
 from recsys.abtest import assign, load_experiments
 from recsys.data.store import EventStore
@@ -172,6 +174,11 @@ def test_business_gauges_are_the_same_on_every_replica(
     assert metric(text, f"recsys_ab_addtocart_conversion{labels}") == pytest.approx(1 / exposed)
     assert metric(text, f"recsys_ab_recommended_item_share{labels}") == 1.0
     assert metric(first.get("/metrics").text, "recsys_ab_metrics_updated_timestamp_seconds") > 0
+    # computed in a child process, at a lower CPU priority than the requests
+    pool = first.app.state.service._ab_pool  # type: ignore[attr-defined]
+    (child,) = pool._processes
+    niceness = min(os.getpriority(os.PRIO_PROCESS, 0) + AB_METRICS_NICE, 19)  # 19: the lowest
+    assert os.getpriority(os.PRIO_PROCESS, child) == niceness
 
 
 def test_the_background_task_computes_the_gauges_on_a_schedule(

@@ -26,6 +26,7 @@ from recsys.serving import (
     get_policy,
     precompute_answers,
 )
+from recsys.serving import search as search_module
 
 V, C, P, F, S = REASON_VIEWED, REASON_CATEGORY, REASON_POPULAR, REASON_FOR_YOU, REASON_SIMILAR
 
@@ -409,6 +410,27 @@ def test_concurrent_first_requests_build_the_index_once() -> None:
     with ThreadPoolExecutor(4) as pool:
         indexes = list(pool.map(lambda _: search.index, range(8)))
     assert all(index is indexes[0] for index in indexes)
+
+
+def test_one_row_answers_are_kept_exact_read_only_and_bounded(monkeypatch) -> None:
+    bundle = random_bundle(2)
+    search = ItemSearch(bundle, leaf_size=8)
+    monkeypatch.setattr(search_module, "MEMO_ROWS", 3)
+    vector = bundle.user_vectors[:1]
+    first = search.top_k(vector, 5, (np.zeros(2, np.int64), np.array([3, 4])))
+    again = search.top_k(vector.copy(), 5, (np.zeros(2, np.int64), np.array([3, 4])))
+    assert again is first and not first.flags.writeable
+    # another exclusion, k or probe is another answer, and each is the exact one
+    gone = (np.zeros(1, np.int64), first[0, :1])
+    other = search.top_k(vector, 5, gone)
+    assert other is not first and first[0, 0] not in other[0]
+    assert other.tolist() == search.exact_top_k(vector, 5, gone).tolist()
+    assert search.top_k(vector, 4, gone).tolist() == other[:, :4].tolist()
+    for user in range(1, 6):
+        search.top_k(bundle.user_vectors[user : user + 1], 5)
+    assert len(search._memo) == 3  # the least recently used went
+    batch = search.top_k(bundle.user_vectors[:2], 5)
+    assert batch.flags.writeable and len(search._memo) == 3  # batches are not kept
 
 
 @pytest.mark.parametrize("policy", ["model", "blend"])

@@ -7,6 +7,7 @@ parts (:mod:`recsys.bundle.parts`), each stored as its own named arrays and one 
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -106,6 +107,12 @@ class Bundle:
     def n_users(self) -> int:
         """Number of known (warm) users."""
         return len(self.user_ids)
+
+    @functools.cached_property
+    def n_category_keys(self) -> int:
+        """Bound of the category keys ``item_category + 1`` (unknown, -1, becomes 0), for
+        (row, category) keys; computed once: a max over the catalogue costs ~30 us a request."""
+        return int(self.item_category.max(initial=0)) + 2
 
     def history(self, user: int) -> np.ndarray:
         """Item positions user position ``user`` viewed or carted, most recent first."""

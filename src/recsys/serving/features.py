@@ -244,7 +244,7 @@ def candidates(
     h_count = np.bincount(hist.rows, minlength=n)
     x[:, col["visitor_items"]] = h_count[rows]
     cats = bundle.item_category
-    n_cats = int(cats.max(initial=0)) + 2  # -1 (unknown) becomes 0
+    n_cats = bundle.n_category_keys
     cat_keys, cat_n = np.unique(hist.rows * n_cats + cats[hist.items] + 1, return_counts=True)
     at = index_of(cat_keys, rows * n_cats + cats[items] + 1)
     share = np.where(at >= 0, cat_n[np.maximum(at, 0)], 0) / np.maximum(h_count[rows], 1)

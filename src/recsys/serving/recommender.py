@@ -541,7 +541,7 @@ class Recommender:
         known = np.broadcast_to(visits.known[:, None], items.shape)
         codes[model] = np.where(known, _FOR_YOU, _SIMILAR)[model]
         # popular items in a category the visitor has seen are explained by it
-        n_cats = int(b.item_category.max(initial=0)) + 2
+        n_cats = b.n_category_keys
         hist = visits.history
         seen = np.unique(hist.rows * n_cats + b.item_category[hist.items] + 1)
         row_of = np.broadcast_to(np.arange(len(items))[:, None], items.shape)

@@ -24,6 +24,11 @@ matrix-vector product (a live request: ~0.15 ms in all), several rows take one m
 per cluster over the rows that need it (batch ranking). Both are within the tolerance of the
 exact score, which is all the certificate needs.
 
+One row's answer is kept in a bounded LRU (:data:`MEMO_ROWS`), keyed by everything it depends
+on (the vector's bytes, ``k``, the exclusions, ``probe``, ``candidates``), so it is exact: a
+browsing visitor asks again after each view with the same vector and purchases, and the
+learned ranking's model candidates then cost a dictionary lookup instead of a search.
+
 ``candidates`` optionally caps the items scored per row after the probe (approximate, bounded
 worst-case latency; a row alone and in a batch still agree). :meth:`ItemSearch.exact_top_k`
 is the brute-force reference, for measuring agreement.
@@ -43,6 +48,7 @@ from __future__ import annotations
 
 import math
 import threading
+from collections import OrderedDict
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
@@ -58,6 +64,9 @@ from recsys.serving.index import ClusterIndex, exact_scores
 _U32 = 2.0**-24
 _NONE = np.zeros(0, dtype=np.int64)
 _NONE.flags.writeable = False
+
+#: single-row answers :meth:`ItemSearch.top_k` keeps (a few MB)
+MEMO_ROWS = 8192
 
 #: (row numbers, item positions): the items each row must not get
 Exclusions = tuple[NDArray[np.int64], NDArray[np.int64]]
@@ -171,6 +180,8 @@ class ItemSearch:
         self._vmax = float(np.linalg.norm(vectors, axis=1).max(initial=0.0))
         self._layout: _Layout | None = None
         self._lock = threading.Lock()
+        self._memo: OrderedDict[tuple[Any, ...], NDArray[np.int64]] = OrderedDict()
+        self._memo_lock = threading.Lock()
 
     @property
     def index(self) -> ClusterIndex:
@@ -239,9 +250,32 @@ class ItemSearch:
         Returns
         -------
         numpy.ndarray
-            int64 (n, k) item positions, best first, -1 padded when fewer are allowed.
+            int64 (n, k) item positions, best first, -1 padded when fewer are allowed
+            (read-only for one row: it may be the kept answer of an earlier call).
         """
-        return self._run(vectors, k, exclude, max(1, probe), candidates)
+        probe = max(1, probe)
+        if len(vectors) != 1:
+            return self._run(vectors, k, exclude, probe, candidates)
+        items = exclude[1] if exclude is not None else _NONE
+        key = (
+            np.ascontiguousarray(vectors, dtype=np.float32).tobytes(),
+            k,
+            np.asarray(items, dtype=np.int64).tobytes(),
+            probe,
+            candidates,
+        )
+        with self._memo_lock:
+            kept = self._memo.get(key)
+            if kept is not None:
+                self._memo.move_to_end(key)
+                return kept
+        out = self._run(vectors, k, exclude, probe, candidates)
+        out.flags.writeable = False
+        with self._memo_lock:
+            self._memo[key] = out
+            if len(self._memo) > MEMO_ROWS:
+                self._memo.popitem(last=False)
+        return out
 
     def exact_top_k(
         self, vectors: NDArray[Any], k: int, exclude: Exclusions | None = None
