@@ -131,7 +131,12 @@ class Service:
         await self.event_writer.close()
         await self.flush_exposures()
         if self._ab_pool is not None:
-            self._ab_pool.shutdown(wait=False, cancel_futures=True)
+            # the child may be seconds into a computation: end it rather than leave it behind
+            # (shutdown alone returns, and the process exits, before the child sees it)
+            for child in list(self._ab_pool._processes.values()):
+                child.terminate()
+            self._ab_pool.shutdown(wait=True, cancel_futures=True)
+            self._ab_pool = None
 
     def _open_store(self) -> None:
         from recsys.data.store import EventStore, safe_url

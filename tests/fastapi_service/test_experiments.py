@@ -179,6 +179,9 @@ def test_business_gauges_are_the_same_on_every_replica(
     (child,) = pool._processes
     niceness = min(os.getpriority(os.PRIO_PROCESS, 0) + AB_METRICS_NICE, 19)  # 19: the lowest
     assert os.getpriority(os.PRIO_PROCESS, child) == niceness
+    # and it ends with the service
+    first.portal.call(first.app.state.service.stop)  # type: ignore[union-attr, attr-defined]
+    assert not Path(f"/proc/{child}").exists()
 
 
 def test_the_background_task_computes_the_gauges_on_a_schedule(
