@@ -57,6 +57,8 @@ RETENTION_CHECK_S = 600.0
 #: niceness of the child process computing the A/B metrics (it reads every exposure of an
 #: experiment: seconds of CPU a minute on a long one, which requests should not wait behind)
 AB_METRICS_NICE = 10
+#: the A/B metrics task waits at least this many times its last computation's duration
+AB_METRICS_PAUSE_FACTOR = 10
 
 
 class Service:
@@ -245,11 +247,17 @@ class Service:
 
     async def _ab_metrics_forever(self) -> None:
         while True:
+            started = time.monotonic()
             try:
                 await self.update_ab_metrics()
             except Exception:  # the loop must outlive a store hiccup; the timestamp goes stale
                 log.exception("computing the A/B metrics failed")
-            await asyncio.sleep(self.settings.ab_metrics_interval_s)
+            # the computation grows with the exposures: pausing in proportion keeps its share
+            # of a core bounded (at most 1 / AB_METRICS_PAUSE_FACTOR) on a long experiment
+            took = time.monotonic() - started
+            await asyncio.sleep(
+                max(self.settings.ab_metrics_interval_s, AB_METRICS_PAUSE_FACTOR * took)
+            )
 
     async def update_ab_metrics(self) -> None:
         """Recompute the per-variant business metrics of every started experiment from the

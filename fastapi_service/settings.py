@@ -149,7 +149,8 @@ class ServiceSettings(BaseSettings):
         default=60.0,
         ge=0,
         description="Seconds between recomputations of the per-variant business metrics from "
-        "the event store; 0 disables them.",
+        "the event store (at least 10x the last computation's duration, which grows with the "
+        "experiment's exposures); 0 disables them.",
     )
 
     # server

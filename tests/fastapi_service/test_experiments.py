@@ -7,7 +7,9 @@ versions).
 
 from __future__ import annotations
 
+import asyncio
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,7 +20,7 @@ from service_testkit import Registry, metric, write_bundle
 
 from fastapi_service.metrics import AB_GAUGES, ServiceMetrics
 from fastapi_service.model_manager import ModelManager, load_cached
-from fastapi_service.service import AB_METRICS_NICE
+from fastapi_service.service import AB_METRICS_NICE, Service
 from fastapi_service.settings import ServiceSettings
 from recsys.abtest import assign, load_experiments
 from recsys.data.store import EventStore
@@ -200,6 +202,25 @@ def test_the_background_task_computes_the_gauges_on_a_schedule(
         10,
         "the A/B metrics task ran",
     )
+
+
+def test_a_slow_computation_is_paused_in_proportion(
+    client_factory: Callable[..., TestClient], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runs: list[float] = []
+
+    async def slow(self: Service) -> None:  # a computation over many exposures: 0.1 s
+        runs.append(time.monotonic())
+        await asyncio.sleep(0.1)
+
+    monkeypatch.setattr(Service, "update_ab_metrics", slow)
+    client_factory(
+        experiments_file=experiments_file(tmp_path, TWO_ARMS), ab_metrics_interval_s=0.01
+    )
+    time.sleep(1.6)
+    # every 0.01 s would be ~14 runs; 10 x 0.1 s apart, two at most
+    assert 1 <= len(runs) <= 2, runs
+    assert len(runs) == 1 or runs[1] - runs[0] >= 10 * 0.1
 
 
 def test_a_registry_alias_on_a_local_bundle_is_a_clear_configuration_error(
