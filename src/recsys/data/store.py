@@ -385,7 +385,7 @@ def _json_scalar(value: Any) -> Any:
 
 
 def _json(rows: Any) -> str:
-    """Rows as one JSON text parameter (orjson: ~10x faster than ``json.dumps``; text, since
+    """Rows as one JSON text parameter (orjson, faster than ``json.dumps``; text, since
     SQLite reads a bytes parameter as JSONB)."""
     return orjson.dumps(rows, default=_json_scalar).decode()
 

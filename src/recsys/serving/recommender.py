@@ -460,7 +460,7 @@ class Recommender:
     def _explain(self, answers: ServedAnswers, user_id: int, user: int, k: int) -> Recommendation:
         """The precomputed answer of a known visitor."""
         items = answers.items[user, :k]
-        size = k - items.tolist().count(-1)  # -1 pads the end (Python beats numpy for k ints)
+        size = k - items.tolist().count(-1)  # -1 pads the end; k ints: no numpy reduction
         return Recommendation(
             user_id=int(user_id),
             item_ids=self.bundle.item_ids[items[:size]].tolist(),

@@ -65,7 +65,7 @@ _U32 = 2.0**-24
 _NONE = np.zeros(0, dtype=np.int64)
 _NONE.flags.writeable = False
 
-#: single-row answers :meth:`ItemSearch.top_k` keeps (a few MB)
+#: single-row answers :meth:`ItemSearch.top_k` keeps (at k = 50: 3.3 MB of answers plus keys)
 MEMO_ROWS = 8192
 
 #: (row numbers, item positions): the items each row must not get
