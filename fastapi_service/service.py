@@ -247,14 +247,15 @@ class Service:
 
     async def _ab_metrics_forever(self) -> None:
         while True:
-            started = time.monotonic()
+            started, spawns = time.monotonic(), self._ab_pool is None
             try:
                 await self.update_ab_metrics()
             except Exception:  # the loop must outlive a store hiccup; the timestamp goes stale
                 log.exception("computing the A/B metrics failed")
             # the computation grows with the exposures: pausing in proportion keeps its share
             # of a core bounded (at most 1 / AB_METRICS_PAUSE_FACTOR) on a long experiment
-            took = time.monotonic() - started
+            # (not after a run that also started the child: that is start-up, not exposures)
+            took = 0.0 if spawns else time.monotonic() - started
             await asyncio.sleep(
                 max(self.settings.ab_metrics_interval_s, AB_METRICS_PAUSE_FACTOR * took)
             )
