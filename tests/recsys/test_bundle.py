@@ -14,6 +14,7 @@ from recsys.bundle import (
     ARRAYS_FILE,
     METADATA_FILE,
     Bundle,
+    ObliviousTrees,
     ServedAnswers,
     make_bundle,
     serving_lists,
@@ -346,3 +347,32 @@ def bundle_of_shape(data: TrainingData) -> Bundle:
     items = np.zeros((len(data.item_ids), 1), dtype=np.float32)
     users = np.zeros((len(data.user_ids), 1), dtype=np.float32)
     return make_bundle(data, items, users)
+
+
+@pytest.mark.parametrize("rows", [0, 1, 2, 9, 200])
+def test_oblivious_trees_score_each_row_as_one_walk_per_tree_summed_in_order(rows) -> None:
+    """The vectorised ensemble equals the textbook evaluation: per tree, the leaf from the
+    comparisons of its levels, then the leaf values added one tree after another (the order
+    CatBoost adds them in; another order changes the last bits)."""
+    rng = np.random.default_rng(rows)
+    n_trees, depth, n_features = 300, 6, 7
+    features = rng.integers(0, n_features, size=(n_trees, depth))
+    borders = np.round(rng.normal(size=(n_trees, depth)), 1).astype(np.float32)
+    borders[::5, -1] = np.inf  # padding levels of shallower trees
+    trees = ObliviousTrees(
+        features,
+        borders,
+        rng.normal(size=(n_trees, 2**depth)) * 1e3,
+        ("f",) * n_features,
+        scale=0.5,
+        bias=2.0,
+    )
+    x = np.round(rng.normal(size=(rows, n_features)), 1).astype(np.float32)  # on borders too
+    expected = []
+    for row in x:
+        total = 0.0
+        for t in range(n_trees):
+            leaf = sum(int(row[features[t, j]] > borders[t, j]) << j for j in range(depth))
+            total += float(trees.leaves[t, leaf])
+        expected.append(total * 0.5 + 2.0)
+    assert trees.predict(x).tolist() == expected

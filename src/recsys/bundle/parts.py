@@ -9,6 +9,7 @@ load (the policies that need it then refuse the bundle with a clear error).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -255,15 +256,36 @@ class ObliviousTrees:
         """Scores of the rows of ``x`` (n_rows x n_features), float64.
 
         Features are compared in float32, as CatBoost quantizes them, and leaf values are
-        summed in tree order, so the scores equal CatBoost's to the last bit.
+        summed in tree order, so the scores equal CatBoost's to the last bit. Each distinct
+        (feature, border) split is compared once per row, and a tree's leaf index is built
+        from those bits level by level (a few vector operations per level, not per tree).
         """
-        x32 = np.asarray(x, dtype=np.float32)
+        features, borders, splits, offsets = self._splits
         n_trees, depth = self.features.shape
-        bits = x32[:, self.features] > self.borders  # (rows, trees, levels)
-        index = bits.astype(np.int64) @ (np.int64(1) << np.arange(depth, dtype=np.int64))
-        values = self.leaves[np.arange(n_trees), index]  # (rows, trees)
-        total = np.cumsum(values, axis=1)[:, -1] if n_trees else np.zeros(len(x32))
-        return np.asarray(total * self.scale + self.bias, dtype=np.float64)
+        if n_trees == 0:
+            return np.full(len(x), self.bias, dtype=np.float64)
+        xt = np.asarray(x, dtype=np.float32).T
+        bits = (xt[features] > borders).view(np.uint8)  # (distinct splits, rows)
+        index = bits[splits[0]].astype(np.min_scalar_type(2**depth - 1))
+        for level in range(1, depth):
+            index |= bits[splits[level]] << level
+        values = self.leaves.ravel().take(index + offsets)  # (trees, rows)
+        # summed in tree order (a reduction may sum pairwise)
+        return np.cumsum(values, axis=0)[-1] * self.scale + self.bias
+
+    @functools.cached_property
+    def _splits(self) -> tuple[NDArray[np.intp], NDArray[np.float32], list[Any], Any]:
+        """The distinct (feature, border) splits (features, borders as a column), each
+        level's split numbers per tree, and each tree's offset into the flat leaves."""
+        pairs = np.stack([self.features.ravel(), self.borders.ravel()], axis=1).astype(float)
+        distinct, inverse = np.unique(pairs, axis=0, return_inverse=True)
+        splits = inverse.reshape(self.features.shape)
+        return (
+            distinct[:, 0].astype(np.intp),
+            distinct[:, 1:].astype(np.float32),
+            [np.ascontiguousarray(splits[:, level]) for level in range(self.features.shape[1])],
+            (np.arange(len(self.leaves)) * self.leaves.shape[1])[:, None],
+        )
 
     def meta(self) -> dict[str, Any]:
         """The metadata entry: feature names, scale and bias."""

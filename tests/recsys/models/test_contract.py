@@ -164,3 +164,24 @@ def test_baselines_do_not_recover_it_as_often(board) -> None:
     ]
     assert sum(expected) == 31  # vs 60/60 for LightFM above
     assert hits == expected
+
+
+def test_exported_trees_score_as_catboost_does_to_the_last_bit(board) -> None:
+    """Serving scores with the exported arrays, training with CatBoost: the same scores, for
+    one row and for batches, with features on and beside every border."""
+    model = MODELS["ranker"]()
+    model.fit(board[0])
+    assert model.fitted is not None
+    trees = model.fitted.trees
+    assert len(trees.features)
+    rng = np.random.default_rng(0)
+    n_features = len(trees.feature_names)
+    x = rng.normal(scale=3.0, size=(300, n_features)).astype(np.float32)
+    for f in range(n_features):
+        borders = trees.borders[trees.features == f]
+        borders = borders[np.isfinite(borders)]
+        if len(borders):
+            on = rng.choice(borders, size=150)
+            x[:150, f] = np.where(rng.random(150) < 0.5, on, np.nextafter(on, np.inf))
+    for n in (1, 2, 7, 300):
+        assert np.array_equal(trees.predict(x[:n]), model.fitted.predict(x[:n])), n
