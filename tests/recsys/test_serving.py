@@ -26,6 +26,7 @@ from recsys.serving import (
     get_policy,
     precompute_answers,
 )
+from recsys.serving import recommender as recommender_module
 from recsys.serving import search as search_module
 
 V, C, P, F, S = REASON_VIEWED, REASON_CATEGORY, REASON_POPULAR, REASON_FOR_YOU, REASON_SIMILAR
@@ -413,9 +414,9 @@ def test_concurrent_first_requests_build_the_index_once() -> None:
 
 
 def test_one_row_answers_are_kept_exact_read_only_and_bounded(monkeypatch) -> None:
+    monkeypatch.setattr(search_module, "MEMO_ROWS", 3)
     bundle = random_bundle(2)
     search = ItemSearch(bundle, leaf_size=8)
-    monkeypatch.setattr(search_module, "MEMO_ROWS", 3)
     vector = bundle.user_vectors[:1]
     first = search.top_k(vector, 5, (np.zeros(2, np.int64), np.array([3, 4])))
     again = search.top_k(vector.copy(), 5, (np.zeros(2, np.int64), np.array([3, 4])))
@@ -514,3 +515,25 @@ def test_excluded_items_never_come_back(candidates: int | None) -> None:
         single = rec.top_k(vector, 10, exclude=best[user])
         assert not set(single.tolist()) & set(best[user].tolist())
         assert single.tolist() == batch[user][batch[user] >= 0].tolist()
+
+
+def test_live_answers_are_kept_until_the_next_event(monkeypatch) -> None:
+    monkeypatch.setattr(recommender_module, "ANSWER_MEMO", 2)
+    bundle = random_bundle(3)
+    rec = Recommender(bundle, policy="blend")
+    ranked = []
+    live = rec._recommend_live
+    monkeypatch.setattr(rec, "_recommend_live", lambda *a: ranked.append(a) or live(*a))
+    user, items = int(bundle.user_ids[0]), bundle.item_ids[:3].tolist()
+    first = rec.recommend(user, 5, items)
+    again = rec.recommend(user, 5, items)
+    assert len(ranked) == 1 and again == first and again.item_ids is not first.item_ids
+    # another event, k or visitor is another answer, and each is what a new ranking gives
+    fresh = Recommender(bundle, policy="blend")
+    for user_id, k, session in [(user, 5, items[:2]), (user, 4, items), (-5, 5, items)]:
+        assert rec.recommend(user_id, k, session) == fresh.recommend(user_id, k, session)
+    assert len(ranked) == 4 and len(rec._live) == 2  # the least recently used went
+    # a long session (a client may post thousands of purchases) is ranked, not kept
+    monkeypatch.setattr(recommender_module, "ANSWER_MEMO_ITEMS", 2)
+    assert rec.recommend(user, 5, items) == rec.recommend(user, 5, items) == first
+    assert len(ranked) == 6

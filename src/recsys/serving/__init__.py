@@ -11,6 +11,8 @@ One module per job:
   fallbacks, fold-in, reasons, batch ranking).
 * :mod:`~recsys.serving.answers`: :func:`precompute_answers`, the served answers stored in a
   bundle at export.
+* :mod:`~recsys.serving.memo`: :class:`~recsys.serving.memo.Memo`, the bounded LRU that keeps
+  exact answers (one row's model top-k, a visitor's live answer until their next event).
 """
 
 from recsys.serving.answers import precompute_answers

@@ -202,31 +202,27 @@ def candidates(
     unique, inverse = np.unique(keys, return_inverse=True)
     sources = np.zeros(len(unique), np.int8)
     np.bitwise_or.at(sources, inverse, np.concatenate(parts_source))
+
+    # the history and co-visitation features of every pair, through the pairs' positions in
+    # ``unique`` (the history's first, then co-visitation's, as concatenated above)
+    x = np.zeros((len(unique), len(names)), np.float32)
+    col = {name: i for i, name in enumerate(names)}
+    n_hist = len(hist.rows)
+    h_at = inverse[:n_hist]  # each item is once in its row's history
+    x[:, col["hist_rank"]] = NOT_SEEN_RANK
+    x[:, col["hist_age_h"]] = NOT_SEEN_HOURS
+    x[h_at, col["hist_rank"]] = hist_rank
+    ages = (visits.now_ms[hist.rows] - hist.times) / _HOUR_MS
+    x[h_at, col["hist_age_h"]] = np.maximum(ages, 0.0)
+    x[h_at, col["hist_views"]] = hist.views
+    x[h_at, col["hist_carts"]] = hist.carts
+    c_at = inverse[n_hist : n_hist + len(c_rows)]
+    x[:, col["covisit"]] = np.bincount(c_at, weights=c_weight, minlength=len(unique))
     b_rows, b_items = visits.bought
     if len(b_items):
         keep = index_of(np.unique(b_rows * n_items + b_items), unique) < 0
-        unique, sources = unique[keep], sources[keep]
+        unique, sources, x = unique[keep], sources[keep], x[keep]
     rows, items = unique // n_items, unique % n_items
-
-    x = np.zeros((len(unique), len(names)), np.float32)
-    col = {name: i for i, name in enumerate(names)}
-    h_keys = hist.rows * n_items + hist.items
-    h_order = np.argsort(h_keys)
-    at = index_of(h_keys[h_order], unique)
-    seen = at >= 0
-    h_at = h_order[at[seen]]
-    x[:, col["hist_rank"]] = NOT_SEEN_RANK
-    x[:, col["hist_age_h"]] = NOT_SEEN_HOURS
-    x[seen, col["hist_rank"]] = hist_rank[h_at]
-    ages = (visits.now_ms[hist.rows[h_at]] - hist.times[h_at]) / _HOUR_MS
-    x[seen, col["hist_age_h"]] = np.maximum(ages, 0.0)
-    x[seen, col["hist_views"]] = hist.views[h_at]
-    x[seen, col["hist_carts"]] = hist.carts[h_at]
-
-    c_unique, c_inverse = np.unique(c_rows * n_items + c_items, return_inverse=True)
-    c_total = np.bincount(c_inverse, weights=c_weight, minlength=len(c_unique))
-    at = index_of(c_unique, unique)
-    x[at >= 0, col["covisit"]] = c_total[at[at >= 0]]
 
     # float32 products, as the search scores: a feature, not the canonical order
     x[:, col["model_score"]] = np.einsum(

@@ -3,7 +3,8 @@
 It applies the filters (never a bought item, never a duplicate; unavailable items as the
 policy says), the fallbacks (an unknown visitor gets the fold-in of their session items, else
 popular items), explains every item, memoises the answer of unknown visitors without session
-(most traffic) and serves known visitors without session from the bundle's precomputed
+(most traffic) and keeps a visitor's live answer until their next event (a bounded LRU keyed
+by every argument of :meth:`Recommender.recommend`, so it is exact), and serves known visitors without session from the bundle's precomputed
 answers (:class:`~recsys.bundle.ServedAnswers`) when they were made for its ranking. Every
 list, for one visitor or many, with or without online events, is ranked by one method
 (:meth:`Recommender.rank`): the policy's composition (:func:`~recsys.serving.policies.compose`)
@@ -37,6 +38,7 @@ from recsys.serving.features import (
     feature_names,
 )
 from recsys.serving.index import exact_scores
+from recsys.serving.memo import Memo
 from recsys.serving.policies import (
     PART_HISTORY,
     PART_MODEL,
@@ -65,6 +67,11 @@ _VIEWED, _SIMILAR, _FOR_YOU, _CATEGORY, _POPULAR = range(5)
 
 #: model candidates of a scored policy per visitor
 MODEL_CANDIDATES = 50
+#: live answers kept for visitors who ask again before their next event
+ANSWER_MEMO = 8192
+#: longest session (items + purchases) whose answer is kept: bounds the memo's keys (a
+#: client may post thousands of purchases for one visitor) at ~8 KB each
+ANSWER_MEMO_ITEMS = 1024
 
 _EMPTY = np.zeros(0, dtype=np.int64)
 _EMPTY.flags.writeable = False
@@ -86,8 +93,16 @@ class Recommendation:
     source: Source
 
 
+def _copy(rec: Recommendation, user_id: int) -> Recommendation:
+    """A kept answer for ``user_id``, with lists of its own (callers may change them)."""
+    return Recommendation(int(user_id), [*rec.item_ids], [*rec.scores], [*rec.reasons], rec.source)
+
+
 def _csr_rows(indptr: NDArray[Any], values: NDArray[Any], rows: NDArray[np.int64]) -> Exclusions:
     """Flatten CSR rows ``rows`` into (row number in ``rows``, value) pairs, row order kept."""
+    if len(rows) == 1:  # one visitor (a live request): a slice
+        start, end = indptr[rows[0]], indptr[rows[0] + 1]
+        return np.zeros(end - start, dtype=np.int64), values[start:end].astype(np.int64)
     starts, ends = indptr[rows], indptr[rows + 1]
     lengths = ends - starts
     owner = np.repeat(np.arange(len(rows)), lengths)
@@ -183,6 +198,7 @@ class Recommender:
         #: the source of a known visitor's answers (the same for every k)
         self._known_source = self.ranking.known(1, self.recent_slots).source
         self._cold: dict[int, Recommendation] = {}
+        self._live = Memo[Recommendation](ANSWER_MEMO)
         # popularity alone ranks a known visitor (no head, no model, no scorer): their list is
         # the padding without their purchases, served without the general ranking's overhead
         # (an A/B popularity arm has no precomputed answers); see _popular_known
@@ -292,12 +308,26 @@ class Recommender:
                 cold = self._cold[k] = self._recommend_live(
                     user_id, user, k, (), (), None, (), None
                 )
-            return Recommendation(
-                int(user_id), [*cold.item_ids], [*cold.scores], [*cold.reasons], cold.source
-            )
-        return self._recommend_live(
-            user_id, user, k, session_items, session_bought, session_times, session_carts, now_ms
+            return _copy(cold, user_id)
+        args = (user_id, user, k, session_items, session_bought, session_times, session_carts)
+        if len(session_items) + len(session_bought) > ANSWER_MEMO_ITEMS:
+            return self._recommend_live(*args, now_ms)
+        # a browsing visitor asks again (another widget, a reload) before their next event:
+        # the answer is kept, keyed by every argument it depends on
+        key = (
+            user_id,
+            k,
+            tuple(session_items),
+            tuple(session_bought),
+            None if session_times is None else tuple(session_times),
+            tuple(session_carts),
+            now_ms,
         )
+        kept = self._live.get(key)
+        if kept is None:
+            kept = self._recommend_live(*args, now_ms)
+            self._live.put(key, kept)
+        return _copy(kept, user_id)
 
     def _recommend_live(
         self,

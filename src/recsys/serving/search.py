@@ -48,7 +48,6 @@ from __future__ import annotations
 
 import math
 import threading
-from collections import OrderedDict
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
@@ -59,6 +58,7 @@ from numpy.typing import NDArray
 from recsys.arrays import index_of
 from recsys.bundle import Bundle
 from recsys.serving.index import ClusterIndex, exact_scores
+from recsys.serving.memo import Memo
 
 #: float32 unit roundoff
 _U32 = 2.0**-24
@@ -180,8 +180,7 @@ class ItemSearch:
         self._vmax = float(np.linalg.norm(vectors, axis=1).max(initial=0.0))
         self._layout: _Layout | None = None
         self._lock = threading.Lock()
-        self._memo: OrderedDict[tuple[Any, ...], NDArray[np.int64]] = OrderedDict()
-        self._memo_lock = threading.Lock()
+        self._memo = Memo[NDArray[np.int64]](MEMO_ROWS)
 
     @property
     def index(self) -> ClusterIndex:
@@ -264,17 +263,12 @@ class ItemSearch:
             probe,
             candidates,
         )
-        with self._memo_lock:
-            kept = self._memo.get(key)
-            if kept is not None:
-                self._memo.move_to_end(key)
-                return kept
+        kept = self._memo.get(key)
+        if kept is not None:
+            return kept
         out = self._run(vectors, k, exclude, probe, candidates)
         out.flags.writeable = False
-        with self._memo_lock:
-            self._memo[key] = out
-            if len(self._memo) > MEMO_ROWS:
-                self._memo.popitem(last=False)
+        self._memo.put(key, out)
         return out
 
     def exact_top_k(
