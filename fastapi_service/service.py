@@ -18,6 +18,7 @@ import logging
 import multiprocessing
 import os
 import secrets
+import threading
 import time
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
@@ -59,6 +60,25 @@ RETENTION_CHECK_S = 600.0
 AB_METRICS_NICE = 10
 #: the A/B metrics task waits at least this many times its last computation's duration
 AB_METRICS_PAUSE_FACTOR = 10
+#: seconds between the A/B metrics child's checks that the service is still its parent
+AB_CHILD_WATCH_S = 1.0
+
+
+def ab_child_start(nice: int, parent: int) -> None:
+    """The A/B metrics child's start: a lower CPU priority, and an end with the service.
+
+    A service stopped normally ends its child (:meth:`Service.stop`); one killed outright
+    (``kill -9``, the OOM killer) cannot, and the child, which holds its own end of the task
+    pipe, would wait forever. It checks its parent instead and exits once orphaned.
+    """
+    os.nice(nice)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(AB_CHILD_WATCH_S)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 class Service:
@@ -277,8 +297,8 @@ class Service:
             self._ab_pool = ProcessPoolExecutor(
                 1,
                 mp_context=multiprocessing.get_context("spawn"),
-                initializer=os.nice,
-                initargs=(AB_METRICS_NICE,),
+                initializer=ab_child_start,
+                initargs=(AB_METRICS_NICE, os.getpid()),
             )
         window = self.settings.attribution_window_s
         try:

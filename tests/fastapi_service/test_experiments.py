@@ -187,6 +187,52 @@ def test_business_gauges_are_the_same_on_every_replica(
     assert not Path(f"/proc/{child}").exists()
 
 
+def _running(pid: int) -> bool:
+    """The process exists and is not a zombie waiting for whoever adopted it."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+def test_the_ab_child_ends_when_the_service_is_killed() -> None:
+    """A service killed outright (kill -9, the OOM killer) cannot end its A/B metrics child:
+    the child notices it is orphaned and exits (it was seen living on for 14 min)."""
+    import subprocess
+    import sys
+
+    from service_testkit import REPO, wait_until
+
+    script = (
+        "import multiprocessing, os, time\n"
+        "from concurrent.futures import ProcessPoolExecutor\n"
+        "from fastapi_service.service import ab_child_start\n"
+        "pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context('spawn'), "
+        "initializer=ab_child_start, initargs=(0, os.getpid()))\n"
+        "print(pool.submit(os.getpid).result(), flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    parent = subprocess.Popen(
+        [sys.executable, "-c", script],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    try:
+        child = int(parent.stdout.readline())  # type: ignore[union-attr]
+        time.sleep(0.5)
+        assert _running(child)
+    finally:
+        parent.kill()
+        parent.wait(10)
+    try:
+        wait_until(lambda: not _running(child), 10, f"the orphaned child {child} to exit")
+    finally:
+        if _running(child):  # leave nothing running, even when the test fails
+            os.kill(child, 9)
+
+
 def test_the_background_task_computes_the_gauges_on_a_schedule(
     client_factory: Callable[..., TestClient], tmp_path: Path
 ) -> None:
