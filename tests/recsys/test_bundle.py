@@ -376,3 +376,10 @@ def test_oblivious_trees_score_each_row_as_one_walk_per_tree_summed_in_order(row
             total += float(trees.leaves[t, leaf])
         expected.append(total * 0.5 + 2.0)
     assert trees.predict(x).tolist() == expected
+
+
+def test_oblivious_trees_without_splits_add_their_one_leaf() -> None:
+    trees = ObliviousTrees(
+        np.zeros((3, 0), np.int32), np.zeros((3, 0)), np.array([[1.0], [2.0], [4.0]]), ("f",)
+    )
+    assert trees.predict(np.zeros((2, 1))).tolist() == [7.0, 7.0]

@@ -266,8 +266,8 @@ class ObliviousTrees:
             return np.full(len(x), self.bias, dtype=np.float64)
         xt = np.asarray(x, dtype=np.float32).T
         bits = (xt[features] > borders).view(np.uint8)  # (distinct splits, rows)
-        index = bits[splits[0]].astype(np.min_scalar_type(2**depth - 1))
-        for level in range(1, depth):
+        index = np.zeros((n_trees, bits.shape[1]), np.min_scalar_type(2**depth - 1))
+        for level in range(depth):
             index |= bits[splits[level]] << level
         values = self.leaves.ravel().take(index + offsets)  # (trees, rows)
         # summed in tree order (a reduction may sum pairwise)

@@ -2,10 +2,12 @@
 
 It applies the filters (never a bought item, never a duplicate; unavailable items as the
 policy says), the fallbacks (an unknown visitor gets the fold-in of their session items, else
-popular items), explains every item, memoises the answer of unknown visitors without session
-(most traffic) and keeps a visitor's live answer until their next event (a bounded LRU keyed
-by every argument of :meth:`Recommender.recommend`, so it is exact), and serves known visitors without session from the bundle's precomputed
-answers (:class:`~recsys.bundle.ServedAnswers`) when they were made for its ranking. Every
+popular items) and explains every item. Three shortcuts give the same answers as ranking: the
+answer of unknown visitors without session (most traffic) is computed once per k; known
+visitors without session are served from the bundle's precomputed answers
+(:class:`~recsys.bundle.ServedAnswers`) when they were made for its ranking; and a visitor's
+live answer is kept until their next event (a bounded LRU keyed by every argument of
+:meth:`Recommender.recommend`). Every
 list, for one visitor or many, with or without online events, is ranked by one method
 (:meth:`Recommender.rank`): the policy's composition (:func:`~recsys.serving.policies.compose`)
 or its scored candidates (:func:`~recsys.serving.policies.rank_scored`).
