@@ -311,9 +311,18 @@ class Recommender:
                     user_id, user, k, (), (), None, (), None
                 )
             return _copy(cold, user_id)
-        args = (user_id, user, k, session_items, session_bought, session_times, session_carts)
+        args = (
+            user_id,
+            user,
+            k,
+            session_items,
+            session_bought,
+            session_times,
+            session_carts,
+            now_ms,
+        )
         if len(session_items) + len(session_bought) > ANSWER_MEMO_ITEMS:
-            return self._recommend_live(*args, now_ms)
+            return self._recommend_live(*args)
         # a browsing visitor asks again (another widget, a reload) before their next event:
         # the answer is kept, keyed by every argument it depends on
         key = (
@@ -327,7 +336,7 @@ class Recommender:
         )
         kept = self._live.get(key)
         if kept is None:
-            kept = self._recommend_live(*args, now_ms)
+            kept = self._recommend_live(*args)
             self._live.put(key, kept)
         return _copy(kept, user_id)
 
