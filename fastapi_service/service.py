@@ -334,8 +334,16 @@ class Service:
         else:
             recommender, version = arm.recommender, arm.version
             experiment, variant = assignment
-        items, bought = self.history.get(user_id)
-        rec = recommender.recommend(user_id, k, items, bought)
+        # ranked as of the visitor's last event: the page their answer is shown on
+        session = self.history.get(user_id)
+        rec = recommender.recommend(
+            user_id,
+            k,
+            session.items,
+            session.bought,
+            session_times=session.times,
+            session_carts=session.carts,
+        )
         self.metrics.observe_recommendation(rec.source, variant, rec.scores, rec.item_ids)
         request_id = f"{self._request_prefix}{next(self._request_numbers):016x}"
         exposure = (

@@ -83,7 +83,8 @@ class ServiceSettings(BaseSettings):
     history_items: int = Field(
         default=HISTORY_CAP,
         ge=1,
-        description="Recent items kept per visitor (default: as many as a bundle keeps).",
+        description="Recent views and add-to-carts kept per visitor (default: as many items "
+        "as a bundle keeps).",
     )
     online_state_url: str | None = Field(
         default=None,

@@ -14,7 +14,7 @@ import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, NamedTuple, Protocol, TypeVar
 
 from starlette.concurrency import run_in_threadpool
 
@@ -25,6 +25,35 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
+class Session(NamedTuple):
+    """A visitor's online events, as :meth:`recsys.serving.Recommender.recommend` takes
+    them (and as the learned ranker was trained and is evaluated: one entry per event)."""
+
+    #: viewed or added-to-cart items, one per event, oldest first
+    items: tuple[int, ...]
+    #: the epoch ms of each of ``items``
+    times: tuple[int, ...]
+    #: the items among them that were added to cart
+    carts: tuple[int, ...]
+    #: bought items, newest first
+    bought: tuple[int, ...]
+
+
+#: the session of a visitor without online events
+NO_SESSION = Session((), (), (), ())
+
+
+def _session(events: Iterable[tuple[int, int, bool]], bought: tuple[int, ...]) -> Session:
+    """A :class:`Session` of ``(time, item, carted)`` events (in any order)."""
+    ordered = sorted(events)
+    return Session(
+        tuple(item for _, item, _ in ordered),
+        tuple(t for t, _, _ in ordered),
+        tuple(dict.fromkeys(item for _, item, carted in ordered if carted)),
+        bought,
+    )
+
+
 class History(Protocol):
     """What the service needs of an online history (in process or shared)."""
 
@@ -32,7 +61,7 @@ class History(Protocol):
 
     def add(self, events: Iterable[tuple[int, int, int, str]]) -> None: ...
 
-    def get(self, visitor_id: int) -> tuple[tuple[int, ...], tuple[int, ...]]: ...
+    def get(self, visitor_id: int) -> Session: ...
 
 
 #: purchases kept per visitor, oldest forgotten first: a bound against a client posting
@@ -41,12 +70,12 @@ BOUGHT_CAP = 10_000
 
 
 class OnlineHistory:
-    """Recent items of visitors who posted events, and their purchases; safe across threads.
+    """Recent events of visitors who posted events, and their purchases; safe across threads.
 
-    A visitor's recent items are the ``max_items`` viewed or carted items with the newest
-    event times, each item at its newest time: applying the same events twice or in another
+    A visitor's recent events are their ``max_items`` newest views and add-to-carts, each a
+    ``(time, item, carted)`` entry kept once: applying the same events twice or in another
     order gives the same history, so the event-log reader (:class:`LogCursor`) may apply
-    what a request already applied. Visitors with recent items form a bounded LRU map.
+    what a request already applied. Visitors with recent events form a bounded LRU map.
     Purchases are kept apart and are never evicted with the visitor (a bought item must not
     come back): their number is bounded by the events since the served model's cutoff
     (:meth:`forget_bought_before` drops those the model has seen) and by
@@ -58,14 +87,14 @@ class OnlineHistory:
         Visitors whose recent items are kept; the least recently active one is forgotten
         first.
     max_items
-        Recent viewed/carted items kept per visitor.
+        Recent views and add-to-carts kept per visitor.
     """
 
     def __init__(self, max_visitors: int, max_items: int) -> None:
         self.max_visitors = max_visitors
         self.max_items = max_items
-        self._recent: OrderedDict[int, dict[int, int]] = OrderedDict()  # item -> newest time
-        self._bought: dict[int, dict[int, int]] = {}
+        self._recent: OrderedDict[int, set[tuple[int, int, bool]]] = OrderedDict()
+        self._bought: dict[int, dict[int, int]] = {}  # item -> newest time
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -76,33 +105,30 @@ class OnlineHistory:
         with self._lock:
             for timestamp, visitor_id, item_id, event in events:
                 if event == C.PURCHASE:
-                    items, cap = self._bought.setdefault(visitor_id, {}), BOUGHT_CAP
-                else:
-                    items, cap = self._recent.setdefault(visitor_id, {}), self.max_items
-                    self._recent.move_to_end(visitor_id)
-                items[item_id] = max(timestamp, items.get(item_id, timestamp))
-                if len(items) > cap:
-                    del items[min(items, key=items.__getitem__)]
+                    items = self._bought.setdefault(visitor_id, {})
+                    items[item_id] = max(timestamp, items.get(item_id, timestamp))
+                    if len(items) > BOUGHT_CAP:
+                        del items[min(items, key=items.__getitem__)]
+                    continue
+                recent = self._recent.setdefault(visitor_id, set())
+                self._recent.move_to_end(visitor_id)
+                recent.add((timestamp, item_id, event == C.ADDTOCART))
+                if len(recent) > self.max_items:
+                    recent.remove(min(recent))
             while len(self._recent) > self.max_visitors:
                 self._recent.popitem(last=False)
 
-    def get(self, visitor_id: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
-        """``(recent items, bought items)`` of a visitor; empty tuples when unknown.
-
-        Recent items come oldest first (the order the events happened), as
-        :meth:`recsys.serving.Recommender.recommend` takes ``session_items``; bought items
-        newest first.
-        """
+    def get(self, visitor_id: int) -> Session:
+        """A visitor's :class:`Session` (:data:`NO_SESSION` when unknown)."""
         if visitor_id not in self._recent and visitor_id not in self._bought:
-            return (), ()  # the common case needs no lock
+            return NO_SESSION  # the common case needs no lock
         with self._lock:
-            recent = self._recent.get(visitor_id, {})
+            recent = self._recent.get(visitor_id, set())
             if recent:
                 self._recent.move_to_end(visitor_id)
             bought = self._bought.get(visitor_id, {})
-            return (
-                tuple(sorted(recent, key=recent.__getitem__)),
-                tuple(sorted(bought, key=bought.__getitem__, reverse=True)),
+            return _session(
+                list(recent), tuple(sorted(bought, key=bought.__getitem__, reverse=True))
             )
 
     def forget_bought_before(self, cutoff_ms: int) -> None:
@@ -150,10 +176,12 @@ class LogCursor:
 class RedisHistory:
     """The online history in Redis, shared by every replica and worker that use the same URL.
 
-    Per visitor two lists (recent viewed/carted items, bought items; most recent first) with
-    the same caps as :class:`OnlineHistory`, expiring ``ttl_s`` after the visitor's last
-    event; a sorted set of visitors by last event bounds their number (the least recently
-    posting visitor's recent items are forgotten first; purchases stay until they expire).
+    Per visitor a sorted set of recent views and add-to-carts (``time:item:v|c`` by time, so
+    an event applied twice is kept once) and a list of bought items (most recent first),
+    with the same caps as :class:`OnlineHistory`, expiring ``ttl_s`` after the visitor's
+    last event; a sorted set of visitors by last event bounds their number (the least
+    recently posting visitor's recent events are forgotten first; purchases stay until they
+    expire).
     One round trip per request, one per posted batch.
 
     A Redis outage never fails a request: reads answer "no history" (the model's or the
@@ -186,7 +214,7 @@ class RedisHistory:
         self._down_until = 0.0
 
     def _keys(self, visitor_id: int) -> tuple[str, str]:
-        return f"{self.prefix}{visitor_id}:items", f"{self.prefix}{visitor_id}:bought"
+        return f"{self.prefix}{visitor_id}:events", f"{self.prefix}{visitor_id}:bought"
 
     def _failed(self, operation: str, exc: BaseException) -> None:
         self._down_until = time.monotonic() + self.retry_s
@@ -218,13 +246,16 @@ class RedisHistory:
             return
         now = time.time()
         pipe = self._redis.pipeline(transaction=True)
-        for _, visitor_id, item_id, event in ordered:
+        for timestamp, visitor_id, item_id, event in ordered:
             items, bought = self._keys(visitor_id)
-            purchase = event == C.PURCHASE
-            key, value = bought if purchase else items, str(item_id)
-            pipe.lrem(key, 0, value)
-            pipe.lpush(key, value)
-            pipe.ltrim(key, 0, (BOUGHT_CAP if purchase else self.max_items) - 1)
+            if event == C.PURCHASE:
+                pipe.lrem(bought, 0, str(item_id))
+                pipe.lpush(bought, item_id)
+                pipe.ltrim(bought, 0, BOUGHT_CAP - 1)
+            else:
+                kind = "c" if event == C.ADDTOCART else "v"
+                pipe.zadd(items, {f"{timestamp}:{item_id}:{kind}": timestamp})
+                pipe.zremrangebyrank(items, 0, -self.max_items - 1)
             pipe.expire(items, self.ttl_s)
             pipe.expire(bought, self.ttl_s)
             pipe.zadd(self._visitors, {str(visitor_id): now})
@@ -239,21 +270,25 @@ class RedisHistory:
         except self._errors as exc:
             self._failed("write", exc)
 
-    def get(self, visitor_id: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
-        """``(recent items oldest first, bought items)``, as :meth:`OnlineHistory.get`;
-        empty tuples for an unknown visitor or while Redis is unreachable."""
+    def get(self, visitor_id: int) -> Session:
+        """A visitor's :class:`Session`, as :meth:`OnlineHistory.get`; :data:`NO_SESSION`
+        for an unknown visitor or while Redis is unreachable."""
         if not self._up():
-            return (), ()
+            return NO_SESSION
         items, bought = self._keys(visitor_id)
         pipe = self._redis.pipeline(transaction=False)
-        pipe.lrange(items, 0, -1)
+        pipe.zrange(items, 0, -1)
         pipe.lrange(bought, 0, -1)
         try:
             recent, sold = pipe.execute()
         except self._errors as exc:
             self._failed("read", exc)
-            return (), ()
-        return tuple(int(i) for i in reversed(recent)), tuple(int(i) for i in sold)
+            return NO_SESSION
+        events = []
+        for member in recent:
+            timestamp, item, kind = member.split(b":")
+            events.append((int(timestamp), int(item), kind == b"c"))
+        return _session(events, tuple(int(i) for i in sold))
 
 
 class ExposureBuffer:

@@ -121,6 +121,45 @@ def test_fold_in_after_posted_events(client: TestClient) -> None:
     assert all(item["reason"] in REASONS for item in body["items"])
 
 
+def test_the_session_is_ranked_with_its_events_times_and_carts(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each posted view and add-to-cart reaches the ranking with its time, repeats included,
+    as the learned ranker is trained and evaluated (:mod:`recsys.evaluation.replay`)."""
+    visitor, now = WARM_USERS[0], int(time.time() * 1000)
+    events = [(3000, "view", 103), (2000, "addtocart", 104), (1000, "view", 103)]
+    post_events(
+        client,
+        [
+            {"timestamp": now - ago, "visitorid": visitor, "event": e, "itemid": i}
+            for ago, e, i in events
+        ]
+        + [
+            {
+                "timestamp": now,
+                "visitorid": visitor,
+                "event": "transaction",
+                "itemid": 105,
+                "transactionid": 9,
+            }
+        ],
+    )
+    recommender = client.app.state.manager.served().recommender  # type: ignore[attr-defined]
+    calls: list[tuple[Any, ...]] = []
+    rank = recommender.recommend
+    monkeypatch.setattr(
+        recommender, "recommend", lambda *a, **kw: calls.append((a, kw)) or rank(*a, **kw)
+    )
+    body = recommend(client, visitor)
+    assert calls == [
+        (
+            (visitor, 5, (103, 104, 103), (105,)),
+            {"session_times": (now - 3000, now - 2000, now - 1000), "session_carts": (104,)},
+        )
+    ]
+    assert body["recommendations"] == rank(*calls[0][0], **calls[0][1]).item_ids
+
+
 def test_bought_and_unavailable_items_never_appear(client: TestClient) -> None:
     for user in (*WARM_USERS, 5, 999_999):
         assert UNAVAILABLE_ITEM not in recommend(client, user, k=100)["recommendations"]
@@ -454,7 +493,7 @@ def test_event_the_store_rejects_is_422(client: TestClient) -> None:
 class Misconfigured:
     """A recommender that finds its configuration invalid when asked."""
 
-    def recommend(self, *args: object) -> None:
+    def recommend(self, *args: object, **kwargs: object) -> None:
         raise ConfigurationError("candidates must be >= 1, got 0 (postgresql://u:secret@db)")
 
 

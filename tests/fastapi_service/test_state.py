@@ -14,12 +14,14 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from fastapi_service.state import (
+    NO_SESSION,
     ExposureBuffer,
     GroupCommit,
     History,
     LogCursor,
     OnlineHistory,
     RedisHistory,
+    Session,
 )
 
 pytestmark = pytest.mark.service
@@ -50,28 +52,28 @@ def make_history(request: pytest.FixtureRequest) -> Factory:
     return lambda visitors, items: RedisHistory(REDIS_URL, visitors, items, 3600, prefix=prefix)
 
 
-def test_history_keeps_the_latest_distinct_items_in_event_order(make_history: Factory) -> None:
+def test_history_keeps_the_latest_events_in_time_order(make_history: Factory) -> None:
     history = make_history(10, 3)
     history.add([(3, 1, 30, "view"), (1, 1, 10, "view"), (2, 1, 20, "addtocart")])
-    assert history.get(1) == ((10, 20, 30), ())
-    history.add([(4, 1, 10, "view"), (5, 1, 40, "view")])
-    assert history.get(1) == ((30, 10, 40), ())
-    history.add([(6, 1, 40, "transaction")])
-    assert history.get(1) == ((30, 10, 40), (40,))
-    assert history.get(2) == ((), ())
+    assert history.get(1) == Session((10, 20, 30), (1, 2, 3), (20,), ())
+    history.add([(4, 1, 10, "view"), (5, 1, 10, "addtocart"), (5, 1, 10, "addtocart")])
+    assert history.get(1) == Session((30, 10, 10), (3, 4, 5), (10,), ())
+    history.add([(6, 1, 40, "transaction"), (4, 1, 10, "view")])  # one applied again
+    assert history.get(1) == Session((30, 10, 10), (3, 4, 5), (10,), (40,))
+    assert history.get(2) == NO_SESSION
 
 
 def test_a_purchase_stays_filtered_beyond_the_item_cap(make_history: Factory) -> None:
     history = make_history(10, 2)
     history.add([(1, 7, 100, "transaction")] + [(2 + i, 7, i, "view") for i in range(5)])
-    recent, bought = history.get(7)
-    assert recent == (3, 4) and bought == (100,)
+    session = history.get(7)
+    assert session.items == (3, 4) and session.bought == (100,)
 
 
 def test_redis_history_is_shared_by_every_instance(redis_prefix: str) -> None:
     one, two = (RedisHistory(REDIS_URL, 10, 5, 3600, prefix=redis_prefix) for _ in range(2))
     one.add([(1, 5, 50, "view"), (2, 5, 51, "transaction")])
-    assert two.get(5) == ((50,), (51,))
+    assert two.get(5) == Session((50,), (1,), (), (51,))
     assert len(two) == 1
 
 
@@ -81,8 +83,8 @@ def test_redis_history_forgets_the_least_recently_posting_visitor(redis_prefix: 
         history.add([(visitor, visitor, 10 * visitor, "view")])
         time.sleep(0.01)  # distinct activity times
     assert len(history) == 2
-    assert history.get(1) == ((), ())
-    assert history.get(3) == ((30,), ())
+    assert history.get(1) == NO_SESSION
+    assert history.get(3) == Session((30,), (3,), (), ())
 
 
 def test_redis_outage_answers_without_history_and_counts_it() -> None:
@@ -94,7 +96,7 @@ def test_redis_outage_answers_without_history_and_counts_it() -> None:
     started = time.perf_counter()
     history.add([(1, 1, 10, "view")])
     for _ in range(100):  # after the first failure Redis is not tried again for retry_s
-        assert history.get(1) == ((), ())
+        assert history.get(1) == NO_SESSION
     history.add([(2, 1, 11, "view")])  # skipped (and counted) while Redis is down
     assert len(history) == 0
     assert time.perf_counter() - started < 1.0
@@ -108,9 +110,9 @@ def test_history_forgets_the_least_recently_active_visitor() -> None:
     history.get(1)  # visitor 1 is now the most recent
     history.add([(3, 3, 30, "view")])
     assert len(history) == 2
-    assert history.get(2) == ((), ())
-    assert history.get(1) == ((10,), ())
-    assert history.get(3) == ((30,), ())
+    assert history.get(2) == NO_SESSION
+    assert history.get(1) == Session((10,), (1,), (), ())
+    assert history.get(3) == Session((30,), (3,), (), ())
 
 
 def test_exposure_buffer_drops_the_oldest_when_full() -> None:
@@ -210,16 +212,16 @@ def test_the_in_process_history_does_not_depend_on_order_or_repetition() -> None
     once.add(events)
     shuffled.add(events[::-1][:4])
     shuffled.add(events)  # the log reader applies again what a request applied
-    assert once.get(1) == shuffled.get(1) == ((30, 10, 50), (60, 20))
+    assert once.get(1) == shuffled.get(1) == Session((30, 10, 50), (3, 4, 5), (), (60, 20))
 
 
 def test_purchases_outlive_eviction_until_the_model_has_seen_them() -> None:
     history = OnlineHistory(max_visitors=1, max_items=1)
     history.add([(100, 1, 10, "transaction"), (200, 1, 11, "transaction"), (150, 1, 12, "view")])
     history.add([(300, 2, 20, "view")])  # visitor 1's recent items are evicted, not purchases
-    assert history.get(1) == ((), (11, 10))
+    assert history.get(1) == Session((), (), (), (11, 10))
     history.forget_bought_before(150)  # a new model was trained on events before 150
-    assert history.get(1) == ((), (11,))
+    assert history.get(1) == Session((), (), (), (11,))
 
 
 def test_log_cursor_asks_again_for_ids_skipped_until_they_commit_or_expire() -> None:
