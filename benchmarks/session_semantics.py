@@ -45,7 +45,8 @@ from recsys.split import window
 
 
 class Served:
-    """Answers as :meth:`fastapi_service.service.Service.recommend` does."""
+    """Answers as :meth:`fastapi_service.service.Service.recommend` does (``"served"``) or
+    did before it kept event times and carts (``"items only"``)."""
 
     def __init__(self, rec: Recommender, mode: str, cap: int) -> None:
         self.rec, self.mode, self.cap = rec, mode, cap
@@ -62,16 +63,6 @@ class Served:
         now_ms: int | None = None,
     ) -> Recommendation:
         times = list(session_times or ())
-        if self.mode == "replay":
-            return self.rec.recommend(
-                user_id,
-                k,
-                session_items,
-                session_bought,
-                session_times=times,
-                session_carts=session_carts,
-                now_ms=now_ms,
-            )
         if self.mode == "items only":
             newest: dict[int, int] = {}
             for item, t in zip(session_items, times, strict=True):
@@ -84,6 +75,7 @@ class Served:
             (t, user_id, item, C.ADDTOCART if item in carted else C.VIEW)
             for item, t in zip(session_items, times, strict=True)
         )
+        # a purchase's time only orders the bought items, which the ranking takes as a set
         history.add((0, user_id, item, C.PURCHASE) for item in session_bought)
         s = history.get(user_id)
         return self.rec.recommend(
@@ -105,16 +97,19 @@ def main() -> None:
     cap = ServiceSettings().history_items
     tables: dict[str, pd.DataFrame] = {}
     for mode in ("replay", "served", "items only"):
-        tables[mode] = replay(Served(rec, mode, cap), holdout, data.user_ids, cfg.k)
+        ranker = rec if mode == "replay" else Served(rec, mode, cap)
+        tables[mode] = replay(ranker, holdout, data.user_ids, cfg.k)
         print(f"\n{served}, {mode}:\n{replay_metrics(tables[mode], cfg.k).round(4)}")
     ranks = {m: t[RANK].to_numpy() for m, t in tables.items()}
+    reciprocal = {m: np.where(r > 0, 1.0 / np.maximum(r, 1), 0.0) for m, r in ranks.items()}
+    hits = {m: (r > 0).astype(float) for m, r in ranks.items()}
     segments = tables["replay"][SEGMENT].to_numpy()
     print("\npaired bootstrap, mean difference [95% interval]:")
     for segment in ("all", *np.unique(segments)):
         mask = np.ones(len(segments), bool) if segment == "all" else segments == segment
         for a, b in (("served", "items only"), ("replay", "served")):
-            rr = {m: np.where(r > 0, 1.0 / np.maximum(r, 1), 0.0)[mask] for m, r in ranks.items()}
-            hit = {m: (r > 0).astype(float)[mask] for m, r in ranks.items()}
+            rr = {m: v[mask] for m, v in reciprocal.items()}
+            hit = {m: v[mask] for m, v in hits.items()}
             print(
                 f"  {segment:<5} {a} - {b}: MRR@{cfg.k} {paired_bootstrap(rr[a], rr[b])}, "
                 f"hit@{cfg.k} {paired_bootstrap(hit[a], hit[b])}"

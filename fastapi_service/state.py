@@ -127,9 +127,7 @@ class OnlineHistory:
             if recent:
                 self._recent.move_to_end(visitor_id)
             bought = self._bought.get(visitor_id, {})
-            return _session(
-                list(recent), tuple(sorted(bought, key=bought.__getitem__, reverse=True))
-            )
+            return _session(recent, tuple(sorted(bought, key=bought.__getitem__, reverse=True)))
 
     def forget_bought_before(self, cutoff_ms: int) -> None:
         """Drop purchases dated before ``cutoff_ms``: the served model holds them."""
